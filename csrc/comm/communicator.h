@@ -10,7 +10,10 @@
 //
 // Determinism: for a fixed world size, every backend reduces in a fixed order, so the same
 // inputs give the same bits run after run. Results may differ between world sizes (the
-// summation order changes); docs/architecture.md says what is bit-exact.
+// summation order changes); docs/architecture.md says what is bit-exact. MpiCommunicator
+// adds in rank order itself (the same bits for any message size or MPI version, see
+// mpi_communicator.h); NCCL's order also depends on the message size and NCCL's algorithm
+// choice (nccl_communicator.h).
 //
 // Buffers are raw pointers with a DType and an element count. In-place is allowed where
 // noted (send == recv).
@@ -44,7 +47,8 @@ class Communicator {
   virtual std::string backend() const = 0;
 
   // recv[i] = op over ranks of send[i], i < count. dtype: f32, f64, bf16 (bf16 is summed in
-  // fp32 and rounded once per step of the reduction), i32, i64. In-place allowed.
+  // fp32 and rounded once per step of the reduction; MpiCommunicator rounds once in total),
+  // i32, i64 (and f16 like bf16). In-place allowed.
   virtual void AllReduce(const void* send, void* recv, int64_t count, DType dtype,
                          ReduceOp op) = 0;
 

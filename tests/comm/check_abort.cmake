@@ -1,0 +1,56 @@
+# cmake -P script for comm_fatal_on_one_rank_*: runs abort_helper under `mpirun -np 2` and
+# checks that a fatal error on rank 1 ends the whole job within LIMIT seconds, with a non-zero
+# exit code and the failure (with its "[r1/2 host]" prefix) in the output.
+#   -DMPIEXEC=... -DHELPER=... -DMODE=check|mpi_error|ok -DLIMIT=20
+foreach(var MPIEXEC HELPER MODE LIMIT)
+  if(NOT DEFINED ${var})
+    message(FATAL_ERROR "check_abort.cmake: -D${var}=... is required")
+  endif()
+endforeach()
+
+# What rank 1's fatal line must say (one line, with the rank prefix glog writes for rank 1).
+if(MODE STREQUAL "check")
+  set(EXPECT "\\[r1/2 [^\n]*Check failed: replicas == 3 \\(2 vs. 3\\) abort_helper: deliberate CHECK failure on rank 1")
+elseif(MODE STREQUAL "mpi_error")
+  set(EXPECT "\\[r1/2 [^\n]*MPI error in MPI_Send\\([^\n]*\\): MPI_ERR_RANK[^\n]*rank 1/2 on ")
+endif()
+
+string(TIMESTAMP start "%s")
+execute_process(
+  COMMAND timeout -k 5 ${LIMIT} ${MPIEXEC} -np 2 --oversubscribe ${HELPER} --mode=${MODE}
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+string(TIMESTAMP end "%s")
+math(EXPR elapsed "${end} - ${start}")
+message(STATUS "mpirun exited with ${rc} after ${elapsed} s; its output:\n${out}")
+
+if(rc EQUAL 124 OR rc EQUAL 137)
+  message(FATAL_ERROR "FAIL: the job was still running after ${LIMIT} s (a hang, not an abort)")
+endif()
+if(MODE STREQUAL "ok")
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "FAIL: the control run (nobody fails) exited with ${rc}")
+  endif()
+  if(NOT out MATCHES "barrier returned on rank 0")
+    message(FATAL_ERROR "FAIL: the control run did not finish its barrier")
+  endif()
+  return()
+endif()
+if(rc EQUAL 0)
+  message(FATAL_ERROR "FAIL: mpirun exited 0 although rank 1 failed")
+endif()
+if(NOT elapsed LESS LIMIT)
+  message(FATAL_ERROR "FAIL: the job took ${elapsed} s to end (limit ${LIMIT} s)")
+endif()
+if(NOT out MATCHES "rank 0 waiting in Barrier")
+  message(FATAL_ERROR "FAIL: rank 0 never reached the barrier, so the test proves nothing")
+endif()
+if(out MATCHES "barrier returned on rank 0")
+  message(FATAL_ERROR "FAIL: rank 0 left the barrier although rank 1 never entered it")
+endif()
+if(NOT out MATCHES "${EXPECT}")
+  message(FATAL_ERROR "FAIL: the output does not match ${EXPECT}")
+endif()
+if(NOT out MATCHES "aborting the whole job")
+  message(FATAL_ERROR "FAIL: the failing rank did not go through AbortJob (MPI_Abort)")
+endif()
+message(STATUS "PASS: rank 1's failure ended the job in ${elapsed} s with exit code ${rc}")
