@@ -1,0 +1,213 @@
+// CPU reference of the backward reduction and the sparse optimizers: OpenMP over touched rows
+// (each row is written by one thread; no atomics), loops over columns vectorized. Every
+// per-element expression is the one of UpdateElement (sparse_optimizer.h), evaluated in the
+// same order, so the CUDA kernels round identically.
+#include "csrc/embedding/sparse_optimizer.h"
+
+#include <cstring>
+
+#include <omp.h>
+
+namespace loom::embedding::internal {
+namespace {
+
+inline void FoldLocal(const ReduceArgs& a, int32_t local, int w, float* __restrict g) {
+  for (int32_t j = a.local_unique_begin[local]; j < a.local_unique_begin[local + 1]; ++j) {
+    const int32_t i = a.local_perm[j];
+    const RoutePart& rp = a.local_parts[a.local_item_part[i]];
+    const float* __restrict x = a.local_feature_grad[rp.feature] + a.local_item_out[i];
+    const float sc = a.local_item_scale[i];
+#pragma omp simd
+    for (int c = 0; c < w; ++c) g[c] = g[c] + sc * x[c];
+  }
+}
+
+// Folds row u's entries into g. phase kAll: every entry (local ones row by row). kBefore /
+// kAfter: the message entries before / after the local entry (which a sweep folds between).
+enum FoldPhase { kAll, kBefore, kAfter };
+inline void FoldEntries(const ReduceArgs& a, int64_t u, int w, float* __restrict g,
+                        FoldPhase phase) {
+  bool after_local = false;
+  for (int32_t e = a.begin[u]; e < a.begin[u + 1]; ++e) {
+    const int32_t entry = a.entry_perm[e];
+    const int32_t local = a.entry_local != nullptr ? a.entry_local[entry] : -1;
+    if (local >= 0) {
+      if (phase == kAll) FoldLocal(a, local, w, g);
+      if (phase == kBefore) return;
+      after_local = true;
+      continue;
+    }
+    if (phase == kAfter && !after_local) continue;
+    const float* x = a.entry_contrib[entry];
+    for (int32_t j = 0; j < a.entry_count[entry]; ++j, x += w) {
+      if (j + 1 < a.entry_count[entry]) __builtin_prefetch(x + w);
+#pragma omp simd
+      for (int c = 0; c < w; ++c) g[c] = g[c] + x[c];
+    }
+  }
+}
+
+inline void ApplyL2(const ShardView& s, int64_t row, const OptimizerParams& p,
+                    float* __restrict g) {
+  if (p.weight_decay != 0.0f && !p.decoupled) {
+    const int w = s.width;
+    const float* __restrict wr = s.weights + row * w;
+#pragma omp simd
+    for (int c = 0; c < w; ++c) g[c] = g[c] + p.weight_decay * wr[c];
+  }
+}
+
+// One row's update; UpdateElement's expressions with the type switch hoisted out of the loop.
+inline void UpdateOne(const OptimizerParams& p, float lr, const ShardView& s, int64_t row,
+                      const float* __restrict g, float row_sq_external) {
+  const int w = s.width;
+  float* __restrict wr = s.weights + row * w;
+  const float wd = p.weight_decay;
+  const bool dec = p.decoupled != 0;
+  switch (p.type) {
+    case 0:
+#pragma omp simd
+      for (int c = 0; c < w; ++c) {
+        const float w_old = wr[c];
+        float nw = w_old - lr * g[c];
+        if (dec) nw = nw - lr * wd * w_old;
+        wr[c] = nw;
+      }
+      break;
+    case 1: {
+      float* __restrict s0 = s.state0 + row * w;
+#pragma omp simd
+      for (int c = 0; c < w; ++c) {
+        const float w_old = wr[c];
+        s0[c] = s0[c] + g[c] * g[c];
+        float nw = w_old - lr * g[c] / (sqrtf(s0[c]) + p.eps);
+        if (dec) nw = nw - lr * wd * w_old;
+        wr[c] = nw;
+      }
+      break;
+    }
+    case 2: {
+      const float row_sq = p.external_row_sq ? row_sq_external : RowSquareSum(g, w);
+      const RowScalars r = PrepareRow(p, s.state0 + row, nullptr, row_sq);
+      const float denom = r.denom;
+#pragma omp simd
+      for (int c = 0; c < w; ++c) {
+        const float w_old = wr[c];
+        float nw = w_old - lr * g[c] / denom;
+        if (dec) nw = nw - lr * wd * w_old;
+        wr[c] = nw;
+      }
+      break;
+    }
+    default: {
+      const RowScalars r = PrepareRow(p, nullptr, s.steps + row, 0.0f);
+      float* __restrict s0 = s.state0 + row * w;
+      float* __restrict s1 = s.state1 + row * w;
+      const float b1 = p.beta1, b2 = p.beta2, one_b1 = 1.0f - p.beta1, one_b2 = 1.0f - p.beta2;
+#pragma omp simd
+      for (int c = 0; c < w; ++c) {
+        const float w_old = wr[c];
+        s0[c] = b1 * s0[c] + one_b1 * g[c];
+        s1[c] = b2 * s1[c] + one_b2 * g[c] * g[c];
+        const float m_hat = s0[c] / r.bc1;
+        const float v_hat = s1[c] / r.bc2;
+        float nw = w_old - lr * m_hat / (sqrtf(v_hat) + p.eps);
+        if (dec) nw = nw - lr * wd * w_old;
+        wr[c] = nw;
+      }
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+namespace {
+
+inline void PrefetchRowForWrite(const ShardView& s, int64_t row) {
+  const char* p = reinterpret_cast<const char*>(s.weights + row * s.width);
+  for (int b = 0; b < s.width * 4; b += 64) __builtin_prefetch(p + b, 1);
+}
+
+// The reduction (and, when `update` is set, the fused update) over all touched rows. Each
+// thread owns a contiguous range of rows and touches nothing else, so the three phases need no
+// barrier: message entries before the local one, the sweep over this rank's own items in
+// canonical order, then the rest (and the update).
+void ReduceImpl(const ReduceArgs& a, const UpdateArgs* update) {
+  const uint64_t row_mask = (uint64_t{1} << a.row_bits) - 1;
+  const bool sweep =
+      a.local_item_to_unique != nullptr && a.local_to_merged != nullptr && a.entry_local != nullptr;
+  constexpr int kAheadRows = 8;
+#pragma omp parallel
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t m0 = a.num_rows * t / nt, m1 = a.num_rows * (t + 1) / nt;
+    for (int64_t u = m0; u < m1; ++u) {
+      const ShardView& s = a.shards[a.keys[u] >> a.row_bits];
+      float* g = a.reduced + a.reduced_off[u];
+      std::memset(g, 0, s.width * sizeof(float));
+      FoldEntries(a, u, s.width, g, sweep ? kBefore : kAll);
+    }
+    if (sweep) {
+      constexpr int64_t kAheadItems = 8;
+      for (int64_t i = 0; i < a.local_num_items; ++i) {
+        if (i + kAheadItems < a.local_num_items) {  // the accumulator row a few items ahead
+          const int32_t mn = a.local_to_merged[a.local_item_to_unique[i + kAheadItems]];
+          if (mn >= m0 && mn < m1) {
+            const char* pg = reinterpret_cast<const char*>(a.reduced + a.reduced_off[mn]);
+            __builtin_prefetch(pg, 1);
+            __builtin_prefetch(pg + 64, 1);
+            __builtin_prefetch(pg + 128, 1);
+            __builtin_prefetch(pg + 192, 1);
+          }
+        }
+        const int32_t m = a.local_to_merged[a.local_item_to_unique[i]];
+        if (m < m0 || m >= m1) continue;
+        const RoutePart& rp = a.local_parts[a.local_item_part[i]];
+        const float* __restrict x = a.local_feature_grad[rp.feature] + a.local_item_out[i];
+        float* __restrict g = a.reduced + a.reduced_off[m];
+        const float sc = a.local_item_scale[i];
+#pragma omp simd
+        for (int c = 0; c < rp.width; ++c) g[c] = g[c] + sc * x[c];
+      }
+    }
+    for (int64_t u = m0; u < m1; ++u) {
+      const int shard = static_cast<int>(a.keys[u] >> a.row_bits);
+      const int64_t row = static_cast<int64_t>(a.keys[u] & row_mask);
+      const ShardView& s = a.shards[shard];
+      const OptimizerParams& p = a.params[shard];
+      if (u + kAheadRows < m1) {
+        const uint64_t k = a.keys[u + kAheadRows];
+        PrefetchRowForWrite(a.shards[k >> a.row_bits], static_cast<int64_t>(k & row_mask));
+      }
+      float* g = a.reduced + a.reduced_off[u];
+      if (sweep) FoldEntries(a, u, s.width, g, kAfter);
+      ApplyL2(s, row, p, g);
+      if (update != nullptr) UpdateOne(p, p.lr * update->lr_scale, s, row, g, 0.0f);
+    }
+  }
+}
+
+}  // namespace
+
+void ReduceRowsCpu(const ReduceArgs& a) { ReduceImpl(a, nullptr); }
+
+void UpdateRowsCpu(const UpdateArgs& a) {
+  const uint64_t row_mask = (uint64_t{1} << a.row_bits) - 1;
+#pragma omp parallel for schedule(static)
+  for (int64_t u = 0; u < a.num_rows; ++u) {
+    const int shard = static_cast<int>(a.keys[u] >> a.row_bits);
+    const int64_t row = static_cast<int64_t>(a.keys[u] & row_mask);
+    const OptimizerParams& p = a.params[shard];
+    if (u + 8 < a.num_rows) {
+      const uint64_t k = a.keys[u + 8];
+      PrefetchRowForWrite(a.shards[k >> a.row_bits], static_cast<int64_t>(k & row_mask));
+    }
+    UpdateOne(p, p.lr * a.lr_scale, a.shards[shard], row, a.reduced + a.reduced_off[u],
+              a.row_sq != nullptr ? a.row_sq[u] : 0.0f);
+  }
+}
+
+void ReduceAndUpdateRowsCpu(const ReduceArgs& a, const UpdateArgs& up) { ReduceImpl(a, &up); }
+
+}  // namespace loom::embedding::internal

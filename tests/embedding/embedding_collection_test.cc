@@ -1,0 +1,284 @@
+// The sharded collection at R = 1, 2, 4 ranks (loom_add_mpi_test): every plan (TW, RW, CW, DP
+// and a mixed one) against an unsharded single-rank collection on the same global batch, bit
+// for bit, for every optimizer; the single-rank collection against the plain reference of
+// embedding_test_util.h; same seed -> same bits.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include "csrc/comm/mpi_communicator.h"
+#include "tests/embedding/embedding_test_util.h"
+
+namespace loom::embedding {
+namespace {
+
+using testing::BitEqual;
+
+constexpr int64_t kGlobalBatch = 8;
+constexpr int kSteps = 5;
+
+struct World {
+  std::unique_ptr<comm::MpiCommunicator> world, self;
+  World() {
+    world = std::move(comm::MpiCommunicator::Create(MPI_COMM_WORLD)).value();
+    self = std::move(comm::MpiCommunicator::Create(MPI_COMM_SELF)).value();
+  }
+};
+
+World& GetWorld() {
+  static World* w = new World();
+  return *w;
+}
+
+// Every named plan for the test config at world size R.
+ShardingPlan NamedPlan(const EmbeddingSpec& spec, const std::string& name, int R) {
+  ShardingPlan plan;
+  plan.tables.resize(spec.tables.size());
+  std::vector<int> all(R);
+  for (int r = 0; r < R; ++r) all[r] = r;
+  for (size_t t = 0; t < spec.tables.size(); ++t) {
+    TablePlan& tp = plan.tables[t];
+    const int blocks = (spec.tables[t].dim + 3) / 4;
+    if (name == "TW") {
+      tp.strategy = Strategy::kTableWise;
+      tp.ranks = {static_cast<int>((t + 1) % R)};
+    } else if (name == "RW") {
+      tp.strategy = Strategy::kRowWise;
+      tp.ranks = all;
+    } else if (name == "CW") {
+      tp.strategy = Strategy::kColumnWise;
+      const int k = std::min(R, blocks);
+      for (int j = 0; j < k; ++j) tp.ranks.push_back((R - 1 - j + static_cast<int>(t)) % R);
+    } else if (name == "DP") {
+      tp.strategy = Strategy::kDataParallel;
+    } else {  // mixed: users RW, items CW, cats DP, tags TW, query RW over a subset
+      switch (t) {
+        case 0:
+          tp.strategy = Strategy::kRowWise;
+          tp.ranks = all;
+          break;
+        case 1:
+          tp.strategy = Strategy::kColumnWise;
+          for (int j = 0; j < std::min(R, blocks); ++j) tp.ranks.push_back(j);
+          break;
+        case 2:
+          tp.strategy = Strategy::kDataParallel;
+          break;
+        case 3:
+          tp.strategy = Strategy::kTableWise;
+          tp.ranks = {R - 1};
+          break;
+        default:
+          tp.strategy = Strategy::kRowWise;
+          tp.ranks = R > 2 ? std::vector<int>{2, 0} : all;
+          break;
+      }
+    }
+  }
+  return plan;
+}
+
+std::unique_ptr<EmbeddingCollection> Make(const proto::EmbeddingConfig& config,
+                                          comm::Communicator* comm, int64_t batch,
+                                          const ShardingPlan* plan) {
+  CollectionOptions o;
+  o.batch_size = batch;
+  o.log_plan = false;
+  o.plan = plan;
+  auto c = EmbeddingCollection::Create(config, comm, o);
+  CHECK(c.ok()) << c.status();
+  return std::move(c).value();
+}
+
+void ExpectSameTables(EmbeddingCollection* a, EmbeddingCollection* b, const std::string& what) {
+  for (size_t t = 0; t < a->spec().tables.size(); ++t) {
+    const TableContents x = a->GatherTable(static_cast<int>(t));
+    const TableContents y = b->GatherTable(static_cast<int>(t));
+    const std::string w = what + " table " + a->spec().tables[t].name;
+    ASSERT_EQ(x.weights.size(), y.weights.size());
+    EXPECT_TRUE(BitEqual(x.weights.data(), y.weights.data(), x.weights.size(), w + " weights"));
+    ASSERT_EQ(x.state0.size(), y.state0.size());
+    EXPECT_TRUE(BitEqual(x.state0.data(), y.state0.data(), x.state0.size(), w + " state0"));
+    ASSERT_EQ(x.state1.size(), y.state1.size());
+    EXPECT_TRUE(BitEqual(x.state1.data(), y.state1.data(), x.state1.size(), w + " state1"));
+    ASSERT_EQ(x.steps.size(), y.steps.size());
+    EXPECT_TRUE(BitEqual(x.steps.data(), y.steps.data(), x.steps.size(), w + " steps"));
+  }
+}
+
+class ShardingEquivalence : public ::testing::TestWithParam<const char*> {};
+
+// Each plan x each optimizer: R ranks with B = G / R samples each against one rank with all G.
+TEST_P(ShardingEquivalence, BitIdenticalToSingleRank) {
+  World& w = GetWorld();
+  const int R = w.world->size(), rank = w.world->rank();
+  const int64_t B = kGlobalBatch / R;
+  for (const char* opt : testing::kOptimizers) {
+    const proto::EmbeddingConfig config = testing::TestConfig(opt);
+    auto spec = BuildEmbeddingSpec(config, R);
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    const ShardingPlan plan = NamedPlan(*spec, GetParam(), R);
+    auto sharded = Make(config, w.world.get(), B, &plan);
+    auto reference = Make(config, w.self.get(), kGlobalBatch, nullptr);
+    const std::string what = std::string(GetParam()) + " R=" + std::to_string(R) + " " + opt;
+    ExpectSameTables(sharded.get(), reference.get(), what + " (init)");
+    for (int step = 0; step < kSteps; ++step) {
+      const testing::GlobalBatch gb = testing::MakeGlobalBatch(*spec, kGlobalBatch, step);
+      testing::LocalBatch mine = testing::SliceBatch(gb, rank * B, B);
+      testing::LocalBatch all = testing::SliceBatch(gb, 0, kGlobalBatch);
+      const EmbeddingOutputs& out = sharded->Forward(mine.batch);
+      const EmbeddingOutputs& ref = reference->Forward(all.batch);
+      const int64_t pw = spec->pooled_width;
+      ASSERT_EQ(out.pooled.numel(), B * pw);
+      EXPECT_TRUE(BitEqual(out.pooled.data<float>(), ref.pooled.data<float>() + rank * B * pw,
+                           B * pw, what + " pooled step " + std::to_string(step)));
+      ASSERT_EQ(out.sequences.size(), ref.sequences.size());
+      for (size_t s = 0; s < out.sequences.size(); ++s) {
+        const int64_t per = out.sequences[s].numel() / B;
+        EXPECT_TRUE(BitEqual(out.sequences[s].data<float>(),
+                             ref.sequences[s].data<float>() + rank * B * per, B * per,
+                             what + " sequence " + std::to_string(s)));
+        const int64_t T = out.masks[s].dim(1);
+        EXPECT_TRUE(BitEqual(out.masks[s].data<float>(), ref.masks[s].data<float>() + rank * B * T,
+                             B * T, what + " mask"));
+      }
+      const testing::GlobalGrads gg = testing::MakeGlobalGrads(*spec, kGlobalBatch, step);
+      testing::LocalGrads my_grads = testing::SliceGrads(*spec, gg, rank * B, B);
+      testing::LocalGrads all_grads = testing::SliceGrads(*spec, gg, 0, kGlobalBatch);
+      sharded->Backward(my_grads.grads);
+      reference->Backward(all_grads.grads);
+    }
+    ExpectSameTables(sharded.get(), reference.get(), what + " after 5 steps");
+    if (::testing::Test::HasFailure()) return;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Plans, ShardingEquivalence,
+                         ::testing::Values("TW", "RW", "CW", "DP", "mixed"),
+                         [](const ::testing::TestParamInfo<const char*>& p) {
+                           return std::string(p.param);
+                         });
+
+// The automatic plan too (small tables replicated, the rest placed by the planner).
+TEST(EmbeddingCollection, AutomaticPlanMatchesSingleRank) {
+  World& w = GetWorld();
+  const int R = w.world->size(), rank = w.world->rank();
+  const int64_t B = kGlobalBatch / R;
+  proto::EmbeddingConfig config = testing::TestConfig(testing::kOptimizers[1]);
+  config.set_data_parallel_max_bytes(4000);  // replicates "cats" (40 x 8 x 8 bytes)
+  auto sharded = Make(config, w.world.get(), B, nullptr);
+  auto reference = Make(config, w.self.get(), kGlobalBatch, nullptr);
+  EXPECT_EQ(sharded->plan().tables[2].strategy, Strategy::kDataParallel);
+  for (int step = 0; step < 3; ++step) {
+    const testing::GlobalBatch gb = testing::MakeGlobalBatch(sharded->spec(), kGlobalBatch, step);
+    testing::LocalBatch mine = testing::SliceBatch(gb, rank * B, B);
+    testing::LocalBatch all = testing::SliceBatch(gb, 0, kGlobalBatch);
+    sharded->Forward(mine.batch);
+    reference->Forward(all.batch);
+    const testing::GlobalGrads gg = testing::MakeGlobalGrads(sharded->spec(), kGlobalBatch, step);
+    testing::LocalGrads my_grads = testing::SliceGrads(sharded->spec(), gg, rank * B, B);
+    testing::LocalGrads all_grads = testing::SliceGrads(sharded->spec(), gg, 0, kGlobalBatch);
+    sharded->Backward(my_grads.grads, 0.5f);
+    reference->Backward(all_grads.grads, 0.5f);
+  }
+  ExpectSameTables(sharded.get(), reference.get(), "auto");
+}
+
+// The single-rank collection against the plain reference: forward bit for bit (same
+// summation order by construction), tables and state after 5 steps within 1e-6 relative
+// (the plain reference sums row-wise Adagrad squares in double and runs Adam's update in
+// double, so it is an independent oracle, not a copy of the kernel).
+TEST(EmbeddingCollection, SingleRankMatchesPlainReference) {
+  World& w = GetWorld();
+  for (const char* opt : testing::kOptimizers) {
+    const proto::EmbeddingConfig config = testing::TestConfig(opt);
+    auto c = Make(config, w.self.get(), kGlobalBatch, nullptr);
+    testing::PlainReference ref(c->spec());
+    for (int step = 0; step < kSteps; ++step) {
+      const testing::GlobalBatch gb = testing::MakeGlobalBatch(c->spec(), kGlobalBatch, step);
+      testing::LocalBatch all = testing::SliceBatch(gb, 0, kGlobalBatch);
+      const EmbeddingOutputs& out = c->Forward(all.batch);
+      std::vector<float> pooled;
+      std::vector<std::vector<float>> seqs, masks;
+      ref.Forward(gb, &pooled, &seqs, &masks);
+      const std::string what = std::string(opt) + " step " + std::to_string(step);
+      // Bit for bit while the tables are: at step 0, and for SGD and Adagrad (whose plain
+      // update is the same float expression); else within the table tolerance.
+      const bool exact =
+          step == 0 || opt == testing::kOptimizers[0] || opt == testing::kOptimizers[1];
+      auto check = [&](const float* a, const std::vector<float>& b, const std::string& name) {
+        if (exact) {
+          EXPECT_TRUE(BitEqual(a, b.data(), b.size(), what + " " + name));
+        } else {
+          // abs: pooled outputs sum up to 5 rows of magnitude <= 0.1, so a 1e-6 relative
+          // difference of the rows can show as ~1e-7 absolute after cancellation.
+          EXPECT_TRUE(testing::AllClose(std::vector<float>(a, a + b.size()), b, 1e-6, 1e-7,
+                                        what + " " + name));
+        }
+      };
+      check(out.pooled.data<float>(), pooled, "pooled");
+      for (size_t s = 0; s < seqs.size(); ++s) {
+        check(out.sequences[s].data<float>(), seqs[s], "sequence");
+        EXPECT_TRUE(
+            BitEqual(out.masks[s].data<float>(), masks[s].data(), masks[s].size(), what + " mask"));
+      }
+      const testing::GlobalGrads gg = testing::MakeGlobalGrads(c->spec(), kGlobalBatch, step);
+      testing::LocalGrads all_grads = testing::SliceGrads(c->spec(), gg, 0, kGlobalBatch);
+      c->Backward(all_grads.grads);
+      ref.Step(gb, gg);
+    }
+    for (size_t t = 0; t < c->spec().tables.size(); ++t) {
+      const TableContents x = c->GatherTable(static_cast<int>(t));
+      const testing::PlainTable& y = ref.table(static_cast<int>(t));
+      const std::string what = std::string(opt) + " table " + c->spec().tables[t].name;
+      EXPECT_TRUE(testing::AllClose(x.weights, y.w, 1e-6, 1e-8, what + " weights"));
+      EXPECT_TRUE(testing::AllClose(x.state0, y.s0, 1e-6, 1e-8, what + " state0"));
+      EXPECT_TRUE(testing::AllClose(x.state1, y.s1, 1e-6, 1e-12, what + " state1"));
+      EXPECT_EQ(x.steps, y.steps) << what;
+    }
+  }
+}
+
+TEST(EmbeddingCollection, SameSeedSameBitsOtherSeedOtherBits) {
+  World& w = GetWorld();
+  const int R = w.world->size(), rank = w.world->rank();
+  const int64_t B = kGlobalBatch / R;
+  auto run = [&](uint64_t seed) {
+    const proto::EmbeddingConfig config = testing::TestConfig(testing::kOptimizers[3], seed);
+    auto c = Make(config, w.world.get(), B, nullptr);
+    for (int step = 0; step < 3; ++step) {
+      const testing::GlobalBatch gb = testing::MakeGlobalBatch(c->spec(), kGlobalBatch, step);
+      testing::LocalBatch mine = testing::SliceBatch(gb, rank * B, B);
+      c->Forward(mine.batch);
+      const testing::GlobalGrads gg = testing::MakeGlobalGrads(c->spec(), kGlobalBatch, step);
+      testing::LocalGrads g = testing::SliceGrads(c->spec(), gg, rank * B, B);
+      c->Backward(g.grads);
+    }
+    std::vector<float> all;
+    for (size_t t = 0; t < c->spec().tables.size(); ++t) {
+      const TableContents x = c->GatherTable(static_cast<int>(t));
+      all.insert(all.end(), x.weights.begin(), x.weights.end());
+      all.insert(all.end(), x.state0.begin(), x.state0.end());
+    }
+    return all;
+  };
+  const std::vector<float> a = run(5), b = run(5), c = run(6);
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_TRUE(BitEqual(a.data(), b.data(), a.size(), "same seed"));
+  EXPECT_NE(0, std::memcmp(a.data(), c.data(), a.size() * sizeof(float)));
+}
+
+TEST(EmbeddingCollection, AllocatesExactlyThePlannedBytes) {
+  World& w = GetWorld();
+  const proto::EmbeddingConfig config = testing::TestConfig(testing::kOptimizers[3]);
+  auto spec = BuildEmbeddingSpec(config, w.world->size());
+  ASSERT_TRUE(spec.ok());
+  for (const char* name : {"TW", "RW", "CW", "DP", "mixed"}) {
+    const ShardingPlan plan = NamedPlan(*spec, name, w.world->size());
+    auto c = Make(config, w.world.get(), 4, &plan);
+    EXPECT_EQ(c->allocated_bytes(), c->plan().memory[w.world->rank()].total()) << name;
+    EXPECT_GT(c->plan().memory[w.world->rank()].comm, 0) << name;
+  }
+}
+
+}  // namespace
+}  // namespace loom::embedding
