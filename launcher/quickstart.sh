@@ -8,6 +8,13 @@
 #   build      cmake --preset release, then build the programs the later steps run
 #   selfcheck  mpirun -np N build/release/tools/loom_selfcheck: every collective on N ranks of
 #              this host, checked against values each rank computes itself
+#   data       loom data synthetic: 200,000 rows of the quickstart click model
+#              (configs/data/synthetic_quickstart.pbtxt) into build/quickstart/data, with the
+#              generator's oracle (Bayes-optimal) AUC of the test split
+#   train      loom train on N CPU ranks: configs/quickstart.pbtxt, one epoch (about 1.5 min
+#              on 2 ranks of a 2-core machine), run directory build/quickstart/run
+#   compare    prints the final test AUC next to the oracle AUC; fails if it is more than
+#              0.02 below
 #
 # Options:
 #   --np N      ranks for the multi-rank steps (default 2; --oversubscribe lets N exceed cores)
@@ -20,13 +27,17 @@ usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
 }
 
-# The steps run, in order. To add training: write step_train (run loom_train on
-# configs/quickstart.pbtxt through mpirun_ranks), append `train` here and `loom_train` to
-# kTargets.
-kSteps=(deps build selfcheck)
+# The steps run, in order.
+kSteps=(deps build selfcheck data train compare)
 # What the build step builds (only these: a quickstart need not build every test).
-kTargets=(loom_selfcheck)
+kTargets=(loom_selfcheck loom_data_cli loom_train loom_ckpt)
 readonly kPreset=release
+readonly kDataConfig=configs/data/synthetic_quickstart.pbtxt
+readonly kTrainConfig=configs/quickstart.pbtxt
+readonly kDataDir=build/quickstart/data
+readonly kRunDir=build/quickstart/run
+readonly kRows=200000
+readonly kMaxGap=0.02
 
 np=2
 jobs=$(nproc 2> /dev/null || echo 2)
@@ -70,10 +81,16 @@ run() {
 
 # mpirun for `np` ranks on this host: --oversubscribe (more ranks than cores is fine for a
 # check), --allow-run-as-root when root (Open MPI refuses root otherwise), logs on stderr.
+# OpenMP threads per rank: the cores shared out among the ranks (at least 1), so N ranks do
+# not start N x cores threads.
 mpirun_ranks() {
   local flags=(-np "$np" --oversubscribe)
   if ((EUID == 0)); then flags+=(--allow-run-as-root); fi
-  run env GLOG_logtostderr=1 mpirun "${flags[@]}" "$@"
+  local cores threads
+  cores=$(nproc 2> /dev/null || echo 1)
+  threads=$((cores / np))
+  ((threads >= 1)) || threads=1
+  run env GLOG_logtostderr=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-$threads}" mpirun "${flags[@]}" "$@"
 }
 
 step_deps() {
@@ -100,6 +117,47 @@ step_selfcheck() {
     return 1
   fi
   mpirun_ranks "$exe"
+}
+
+step_data() {
+  # Reuse the data of an earlier quickstart made from the same generator config and rows.
+  if ((!dry_run)) && [[ -f "$kDataDir/synthetic.json" ]] &&
+    cmp -s "$kDataConfig" "$kDataDir/quickstart_source.pbtxt" &&
+    grep -q "\"rows\": $kRows," "$kDataDir/synthetic.json"; then
+    echo "(reusing $kDataDir: generated from the same $kDataConfig)"
+    return 0
+  fi
+  run rm -rf "$kDataDir"
+  run "$build_dir/tools/loom_data" synthetic --config "$kDataConfig" --rows "$kRows" \
+    --out "$kDataDir"
+  run cp "$kDataConfig" "$kDataDir/quickstart_source.pbtxt"
+}
+
+step_train() {
+  # A fresh run: the quickstart's own run directory is replaced.
+  run rm -rf "$kRunDir"
+  local t0=$SECONDS
+  mpirun_ranks "$build_dir/tools/loom_train" --config "$kTrainConfig" --no-resume \
+    --set "train { run_dir: \"$kRunDir\" }"
+  echo "quickstart: training took $((SECONDS - t0)) s on $np ranks"
+}
+
+step_compare() {
+  if ((dry_run)); then
+    echo "+ compare the last AUC of $kRunDir/metrics.jsonl with oracle_auc of $kDataDir/synthetic.json"
+    return 0
+  fi
+  local oracle auc
+  oracle=$(sed -n 's/.*"oracle_auc": *\([0-9.eE+-]*\).*/\1/p' "$kDataDir/synthetic.json")
+  auc=$(tail -n 1 "$kRunDir/metrics.jsonl" | sed -n 's/.*"auc": *\([0-9.eE+-]*\).*/\1/p')
+  if [[ -z "$oracle" || -z "$auc" ]]; then
+    echo "quickstart: cannot read the AUCs (oracle '$oracle', final '$auc')" >&2
+    return 1
+  fi
+  awk -v auc="$auc" -v oracle="$oracle" -v gap="$kMaxGap" 'BEGIN {
+    printf "quickstart: final test AUC %.4f, oracle (Bayes-optimal) AUC %.4f, gap %.4f (allowed %.2f)\n",
+           auc, oracle, oracle - auc, gap
+    exit (oracle - auc <= gap) ? 0 : 1 }'
 }
 
 start=$SECONDS

@@ -3,9 +3,6 @@
 // result every rank can compute, prints a table on rank 0 and exits non-zero on any failure.
 //
 //   mpirun -np 2 --oversubscribe loom_selfcheck [--backend=all|mpi|nccl] [--elements=N] ...
-#include <glog/logging.h>
-#include <mpi.h>
-
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
@@ -15,6 +12,9 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <glog/logging.h>
+#include <mpi.h>
 
 #include "csrc/comm/bootstrap.h"
 #include "csrc/comm/communicator.h"

@@ -1,12 +1,13 @@
 #include "csrc/comm/bootstrap.h"
 
-#include <glog/logging.h>
 #include <unistd.h>
 
 #include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
+
+#include <glog/logging.h>
 
 #include "csrc/comm/mpi_check.h"
 #include "csrc/comm/mpi_communicator.h"

@@ -15,10 +15,10 @@
 #ifndef LOOM_COMM_BOOTSTRAP_H_
 #define LOOM_COMM_BOOTSTRAP_H_
 
-#include <mpi.h>
-
 #include <memory>
 #include <string>
+
+#include <mpi.h>
 
 #include "csrc/comm/communicator.h"
 #include "csrc/core/device.h"

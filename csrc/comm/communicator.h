@@ -49,8 +49,7 @@ class Communicator {
   // recv[i] = op over ranks of send[i], i < count. dtype: f32, f64, bf16 (bf16 is summed in
   // fp32 and rounded once per step of the reduction; MpiCommunicator rounds once in total),
   // i32, i64 (and f16 like bf16). In-place allowed.
-  virtual void AllReduce(const void* send, void* recv, int64_t count, DType dtype,
-                         ReduceOp op) = 0;
+  virtual void AllReduce(const void* send, void* recv, int64_t count, DType dtype, ReduceOp op) = 0;
 
   // Rank r sends send_counts[p] elements starting at send + send_displs[p] (in elements) to
   // each peer p, and receives recv_counts[p] elements from p at recv + recv_displs[p].

@@ -1,11 +1,11 @@
 #include "csrc/comm/gradient_bucketer.h"
 
-#include <glog/logging.h>
-
 #include <algorithm>
 #include <climits>
 #include <cstring>
 #include <utility>
+
+#include <glog/logging.h>
 
 #include "csrc/comm/mpi_check.h"
 #include "csrc/comm/rank_ordered_reduce.h"

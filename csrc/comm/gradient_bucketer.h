@@ -40,12 +40,12 @@
 #ifndef LOOM_COMM_GRADIENT_BUCKETER_H_
 #define LOOM_COMM_GRADIENT_BUCKETER_H_
 
-#include <mpi.h>
-
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <mpi.h>
 
 #include "csrc/comm/communicator.h"
 #include "csrc/comm/mpi_communicator.h"

@@ -13,10 +13,10 @@
 #ifndef LOOM_COMM_MPI_CHECK_H_
 #define LOOM_COMM_MPI_CHECK_H_
 
+#include <string>
+
 #include <glog/logging.h>
 #include <mpi.h>
-
-#include <string>
 
 #include "csrc/core/logging.h"
 

@@ -1,11 +1,11 @@
 #include "csrc/comm/mpi_communicator.h"
 
-#include <glog/logging.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <utility>
+
+#include <glog/logging.h>
 
 #include "csrc/comm/mpi_check.h"
 #include "csrc/comm/rank_ordered_reduce.h"

@@ -53,13 +53,13 @@
 #ifndef LOOM_COMM_MPI_COMMUNICATOR_H_
 #define LOOM_COMM_MPI_COMMUNICATOR_H_
 
-#include <mpi.h>
-
 #include <climits>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <mpi.h>
 
 #include "csrc/comm/communicator.h"
 #include "csrc/core/macros.h"

@@ -1,15 +1,16 @@
 // NCCL backend (CUDA builds only). Host code only: NCCL runs its own kernels.
-#include <cuda_runtime.h>
-#include <nccl.h>
+#include "csrc/comm/nccl_communicator.h"
 
 #include <cstring>
 #include <string>
 #include <utility>
 
+#include <cuda_runtime.h>
+#include <nccl.h>
+
 #include "csrc/comm/bootstrap.h"
 #include "csrc/comm/mpi_check.h"
 #include "csrc/comm/nccl_check.cuh"
-#include "csrc/comm/nccl_communicator.h"
 #include "csrc/core/cuda_check.cuh"
 #include "csrc/core/gpu.h"
 #include "csrc/core/logging.h"

@@ -34,12 +34,12 @@
 #ifndef LOOM_COMM_NCCL_COMMUNICATOR_H_
 #define LOOM_COMM_NCCL_COMMUNICATOR_H_
 
-#include <mpi.h>
-
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <mpi.h>
 
 #include "csrc/comm/communicator.h"
 #include "csrc/core/macros.h"

@@ -1,8 +1,8 @@
 // NcclCommunicator for builds without CUDA (LOOM_WITH_CUDA=OFF): Create() reports it, so no
 // instance exists and the other members are never reached.
-#include <glog/logging.h>
-
 #include "csrc/comm/nccl_communicator.h"
+
+#include <glog/logging.h>
 
 namespace loom::comm {
 

@@ -10,13 +10,13 @@
 #include "csrc/core/device.h"
 #include "csrc/core/logging.h"
 
-#define LOOM_CUDA_CHECK(call)                                                               \
-  do {                                                                                      \
-    cudaError_t loom_err_ = (call);                                                         \
-    if (loom_err_ != cudaSuccess) {                                                         \
-      LOG(FATAL) << "CUDA error in " #call ": " << cudaGetErrorString(loom_err_) << " ("   \
-                 << ::loom::RankAndHost() << ")";                                           \
-    }                                                                                       \
+#define LOOM_CUDA_CHECK(call)                                                            \
+  do {                                                                                   \
+    cudaError_t loom_err_ = (call);                                                      \
+    if (loom_err_ != cudaSuccess) {                                                      \
+      LOG(FATAL) << "CUDA error in " #call ": " << cudaGetErrorString(loom_err_) << " (" \
+                 << ::loom::RankAndHost() << ")";                                        \
+    }                                                                                    \
   } while (0)
 
 // After a kernel launch: catches bad launch configurations immediately.

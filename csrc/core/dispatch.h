@@ -15,23 +15,23 @@
 #include "csrc/core/device.h"
 
 #if LOOM_WITH_CUDA
-#define LOOM_DISPATCH(ctx, name, ...)                   \
-  do {                                                  \
-    if ((ctx).device.is_cpu()) {                        \
-      internal::name##Cpu(__VA_ARGS__);                 \
-    } else {                                            \
-      internal::name##Cuda(__VA_ARGS__, (ctx).stream);  \
-    }                                                   \
+#define LOOM_DISPATCH(ctx, name, ...)                  \
+  do {                                                 \
+    if ((ctx).device.is_cpu()) {                       \
+      internal::name##Cpu(__VA_ARGS__);                \
+    } else {                                           \
+      internal::name##Cuda(__VA_ARGS__, (ctx).stream); \
+    }                                                  \
   } while (0)
 #else
-#define LOOM_DISPATCH(ctx, name, ...)                                                 \
-  do {                                                                                \
-    if ((ctx).device.is_cpu()) {                                                      \
-      internal::name##Cpu(__VA_ARGS__);                                               \
-    } else {                                                                          \
+#define LOOM_DISPATCH(ctx, name, ...)                                                   \
+  do {                                                                                  \
+    if ((ctx).device.is_cpu()) {                                                        \
+      internal::name##Cpu(__VA_ARGS__);                                                 \
+    } else {                                                                            \
       LOG(FATAL) << #name << ": CUDA device requested but this Loom build has no CUDA " \
-                 << "backend (configured with LOOM_WITH_CUDA=OFF)";                   \
-    }                                                                                 \
+                 << "backend (configured with LOOM_WITH_CUDA=OFF)";                     \
+    }                                                                                   \
   } while (0)
 #endif
 

@@ -1,8 +1,9 @@
 // CUDA implementation of gpu.h.
+#include "csrc/core/gpu.h"
+
 #include <cuda_runtime.h>
 
 #include "csrc/core/cuda_check.cuh"
-#include "csrc/core/gpu.h"
 
 namespace loom::gpu {
 namespace {
@@ -32,9 +33,7 @@ const Probe& GetProbe() {
 
 bool CudaAvailable() { return GetProbe().count > 0; }
 int DeviceCount() { return GetProbe().count; }
-std::string UnavailableReason() {
-  return CudaAvailable() ? std::string() : GetProbe().reason;
-}
+std::string UnavailableReason() { return CudaAvailable() ? std::string() : GetProbe().reason; }
 std::string DeviceName(int index) {
   cudaDeviceProp prop;
   LOOM_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));

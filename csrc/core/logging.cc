@@ -1,6 +1,5 @@
 #include "csrc/core/logging.h"
 
-#include <mpi.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -8,6 +7,8 @@
 #include <cstdlib>
 #include <iomanip>
 #include <mutex>
+
+#include <mpi.h>
 
 namespace loom {
 namespace {
@@ -37,12 +38,11 @@ void RankFromEnvironment() {
 }
 
 void PrefixFormatter(std::ostream& s, const google::LogMessageInfo& l, void*) {
-  s << "[r" << (g_rank >= 0 ? g_rank.load() : 0) << "/" << (g_world > 0 ? g_world.load() : 1)
-    << " " << g_host << "] " << l.severity[0] << std::setw(2) << std::setfill('0')
-    << 1 + l.time.month() << std::setw(2) << l.time.day() << ' ' << std::setw(2)
-    << l.time.hour() << ':' << std::setw(2) << l.time.min() << ':' << std::setw(2)
-    << l.time.sec() << "." << std::setw(6) << l.time.usec() << std::setfill(' ') << ' '
-    << l.filename << ':' << l.line_number << "]";
+  s << "[r" << (g_rank >= 0 ? g_rank.load() : 0) << "/" << (g_world > 0 ? g_world.load() : 1) << " "
+    << g_host << "] " << l.severity[0] << std::setw(2) << std::setfill('0') << 1 + l.time.month()
+    << std::setw(2) << l.time.day() << ' ' << std::setw(2) << l.time.hour() << ':' << std::setw(2)
+    << l.time.min() << ':' << std::setw(2) << l.time.sec() << "." << std::setw(6) << l.time.usec()
+    << std::setfill(' ') << ' ' << l.filename << ':' << l.line_number << "]";
 }
 
 void FailureFunction() {
@@ -83,7 +83,8 @@ void AbortJob(int exit_code) {
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
   if (initialized && !finalized) {
-    std::fprintf(stderr, "[r%d] loom: aborting the whole job (MPI_Abort) after a fatal error on %s\n",
+    std::fprintf(stderr,
+                 "[r%d] loom: aborting the whole job (MPI_Abort) after a fatal error on %s\n",
                  LogRank(), RankAndHost().c_str());
     std::fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, exit_code);

@@ -126,17 +126,29 @@ LOOM_HOST_DEVICE LOOM_INLINE void SinCos2Pi(double u, double* sin_out, double* c
   }
   const double s = Mul(ps, x), c = pc;
   switch (q & 3) {  // rotate by q quarter turns
-    case 0: *sin_out = s; *cos_out = c; break;
-    case 1: *sin_out = c; *cos_out = -s; break;
-    case 2: *sin_out = -s; *cos_out = -c; break;
-    default: *sin_out = -c; *cos_out = s; break;
+    case 0:
+      *sin_out = s;
+      *cos_out = c;
+      break;
+    case 1:
+      *sin_out = c;
+      *cos_out = -s;
+      break;
+    case 2:
+      *sin_out = -s;
+      *cos_out = -c;
+      break;
+    default:
+      *sin_out = -c;
+      *cos_out = s;
+      break;
   }
 }
 }  // namespace philox_internal
 
 // The raw generator: 10 rounds on a 128-bit counter with a 64-bit key.
 LOOM_HOST_DEVICE LOOM_INLINE Philox4x32Result Philox4x32(const uint32_t counter[4],
-                                                        const uint32_t key[2]) {
+                                                         const uint32_t key[2]) {
   using namespace philox_internal;
   uint32_t c0 = counter[0], c1 = counter[1], c2 = counter[2], c3 = counter[3];
   uint32_t k0 = key[0], k1 = key[1];
@@ -160,10 +172,9 @@ LOOM_HOST_DEVICE LOOM_INLINE Philox4x32Result Philox4x32(const uint32_t counter[
 
 // Block `block` of stream `stream` under `seed`.
 LOOM_HOST_DEVICE LOOM_INLINE Philox4x32Result PhiloxBlock(uint64_t seed, uint64_t stream,
-                                                         uint64_t block) {
+                                                          uint64_t block) {
   const uint32_t counter[4] = {static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
-                               static_cast<uint32_t>(stream),
-                               static_cast<uint32_t>(stream >> 32)};
+                               static_cast<uint32_t>(stream), static_cast<uint32_t>(stream >> 32)};
   const uint32_t key[2] = {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)};
   return Philox4x32(counter, key);
 }

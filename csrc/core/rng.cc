@@ -5,15 +5,15 @@
 
 namespace loom {
 
-void FillUniform(const ExecContext& ctx, TensorView out, uint64_t seed, uint64_t stream,
-                 double lo, double hi) {
+void FillUniform(const ExecContext& ctx, TensorView out, uint64_t seed, uint64_t stream, double lo,
+                 double hi) {
   CHECK(out.dtype() == DType::kF32 || out.dtype() == DType::kF64)
       << "FillUniform: " << out.spec().ToString();
   LOOM_DISPATCH(ctx, FillUniform, out, seed, stream, lo, hi);
 }
 
-void FillNormal(const ExecContext& ctx, TensorView out, uint64_t seed, uint64_t stream,
-                double mean, double std) {
+void FillNormal(const ExecContext& ctx, TensorView out, uint64_t seed, uint64_t stream, double mean,
+                double std) {
   CHECK(out.dtype() == DType::kF32 || out.dtype() == DType::kF64)
       << "FillNormal: " << out.spec().ToString();
   LOOM_DISPATCH(ctx, FillNormal, out, seed, stream, mean, std);

@@ -22,10 +22,10 @@ enum RngPurpose : uint32_t {
   kRngTest = 15,          // tests
 };
 
-void FillUniform(const ExecContext& ctx, TensorView out, uint64_t seed, uint64_t stream,
-                 double lo, double hi);
-void FillNormal(const ExecContext& ctx, TensorView out, uint64_t seed, uint64_t stream,
-                double mean, double std);
+void FillUniform(const ExecContext& ctx, TensorView out, uint64_t seed, uint64_t stream, double lo,
+                 double hi);
+void FillNormal(const ExecContext& ctx, TensorView out, uint64_t seed, uint64_t stream, double mean,
+                double std);
 
 namespace internal {
 void FillUniformCpu(TensorView out, uint64_t seed, uint64_t stream, double lo, double hi);

@@ -1,7 +1,8 @@
 // CUDA twins of the Philox fills in rng.cc: same formulas, explicitly rounded operations.
+#include "csrc/core/rng.h"
+
 #include "csrc/core/cuda_check.cuh"
 #include "csrc/core/philox.h"
-#include "csrc/core/rng.h"
 
 namespace loom::internal {
 namespace {
@@ -38,11 +39,11 @@ void FillUniformCuda(TensorView out, uint64_t seed, uint64_t stream, double lo, 
   const int64_t n = out.numel();
   if (n == 0) return;
   if (out.dtype() == DType::kF32) {
-    FillUniformKernel<<<GridFor(n), 256, 0, AsCudaStream(cuda_stream)>>>(
-        out.data<float>(), n, seed, stream, lo, hi - lo);
+    FillUniformKernel<<<GridFor(n), 256, 0, AsCudaStream(cuda_stream)>>>(out.data<float>(), n, seed,
+                                                                         stream, lo, hi - lo);
   } else {
-    FillUniformKernel<<<GridFor(n), 256, 0, AsCudaStream(cuda_stream)>>>(
-        out.data<double>(), n, seed, stream, lo, hi - lo);
+    FillUniformKernel<<<GridFor(n), 256, 0, AsCudaStream(cuda_stream)>>>(out.data<double>(), n,
+                                                                         seed, stream, lo, hi - lo);
   }
   LOOM_CUDA_CHECK_LAUNCH();
 }
@@ -52,11 +53,11 @@ void FillNormalCuda(TensorView out, uint64_t seed, uint64_t stream, double mean,
   const int64_t n = out.numel();
   if (n == 0) return;
   if (out.dtype() == DType::kF32) {
-    FillNormalKernel<<<GridFor(n), 256, 0, AsCudaStream(cuda_stream)>>>(
-        out.data<float>(), n, seed, stream, mean, std);
+    FillNormalKernel<<<GridFor(n), 256, 0, AsCudaStream(cuda_stream)>>>(out.data<float>(), n, seed,
+                                                                        stream, mean, std);
   } else {
-    FillNormalKernel<<<GridFor(n), 256, 0, AsCudaStream(cuda_stream)>>>(
-        out.data<double>(), n, seed, stream, mean, std);
+    FillNormalKernel<<<GridFor(n), 256, 0, AsCudaStream(cuda_stream)>>>(out.data<double>(), n, seed,
+                                                                        stream, mean, std);
   }
   LOOM_CUDA_CHECK_LAUNCH();
 }

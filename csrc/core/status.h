@@ -23,15 +23,15 @@ namespace loom {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,   // bad config value, bad flag, malformed input record
-  kNotFound,          // missing file, missing tensor, missing field
-  kOutOfRange,        // id out of range, read past the end
-  kFailedPrecondition,// operation not allowed in the current state
-  kDataLoss,          // checksum mismatch, truncated or corrupted file
-  kResourceExhausted, // a plan does not fit the memory budget
-  kUnimplemented,     // a valid request this build cannot serve (e.g. CUDA without a GPU)
-  kUnavailable,       // a device or peer that cannot be reached
-  kInternal,          // a broken invariant: a bug in Loom
+  kInvalidArgument,     // bad config value, bad flag, malformed input record
+  kNotFound,            // missing file, missing tensor, missing field
+  kOutOfRange,          // id out of range, read past the end
+  kFailedPrecondition,  // operation not allowed in the current state
+  kDataLoss,            // checksum mismatch, truncated or corrupted file
+  kResourceExhausted,   // a plan does not fit the memory budget
+  kUnimplemented,       // a valid request this build cannot serve (e.g. CUDA without a GPU)
+  kUnavailable,         // a device or peer that cannot be reached
+  kInternal,            // a broken invariant: a bug in Loom
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -115,10 +115,10 @@ class [[nodiscard]] StatusOr {
 #define LOOM_STATUS_CONCAT_(a, b) LOOM_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (a Status) is not OK.
-#define LOOM_RETURN_IF_ERROR(expr)                 \
-  do {                                             \
-    ::loom::Status loom_status_ = (expr);          \
-    if (!loom_status_.ok()) return loom_status_;   \
+#define LOOM_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::loom::Status loom_status_ = (expr);        \
+    if (!loom_status_.ok()) return loom_status_; \
   } while (0)
 
 // `lhs` = value of `rexpr` (a StatusOr), or returns its Status from the enclosing function.
@@ -130,10 +130,10 @@ class [[nodiscard]] StatusOr {
   lhs = std::move(tmp).value()
 
 // CHECKs that a Status is OK; for places where an error is a bug (tests, tools' last resort).
-#define LOOM_CHECK_OK(expr)                               \
-  do {                                                    \
-    ::loom::Status loom_status_ = (expr);                 \
-    CHECK(loom_status_.ok()) << loom_status_.ToString();  \
+#define LOOM_CHECK_OK(expr)                              \
+  do {                                                   \
+    ::loom::Status loom_status_ = (expr);                \
+    CHECK(loom_status_.ok()) << loom_status_.ToString(); \
   } while (0)
 
 #endif  // LOOM_CORE_STATUS_H_

@@ -49,9 +49,7 @@ std::string Shape::ToString() const {
 
 std::string TensorSpec::ToString() const { return DTypeName(dtype) + shape.ToString(); }
 
-std::string Device::ToString() const {
-  return is_cpu() ? "cpu" : "cuda:" + std::to_string(index);
-}
+std::string Device::ToString() const { return is_cpu() ? "cpu" : "cuda:" + std::to_string(index); }
 
 template <bool kConst>
 BasicTensorView<kConst> BasicTensorView<kConst>::Slice0(int64_t begin, int64_t end) const {
@@ -69,8 +67,8 @@ BasicTensorView<kConst> BasicTensorView<kConst>::Slice0(int64_t begin, int64_t e
 
 template <bool kConst>
 BasicTensorView<kConst> BasicTensorView<kConst>::Reshape(const Shape& shape) const {
-  CHECK_EQ(shape.numel(), numel()) << "reshape " << spec_.shape.ToString() << " to "
-                                   << shape.ToString();
+  CHECK_EQ(shape.numel(), numel())
+      << "reshape " << spec_.shape.ToString() << " to " << shape.ToString();
   return BasicTensorView(data_, TensorSpec{shape, dtype()}, device_);
 }
 

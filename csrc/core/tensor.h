@@ -40,7 +40,9 @@ class Shape {
   }
   int64_t dim(int i) const;  // negative i counts from the end
   int64_t numel() const;
-  std::vector<int64_t> dims() const { return std::vector<int64_t>(dims_.begin(), dims_.begin() + rank_); }
+  std::vector<int64_t> dims() const {
+    return std::vector<int64_t>(dims_.begin(), dims_.begin() + rank_);
+  }
   bool operator==(const Shape& o) const;
   bool operator!=(const Shape& o) const { return !(*this == o); }
   std::string ToString() const;  // "(2, 3, 4)"
@@ -124,11 +126,13 @@ class Tensor {
   bool defined() const { return storage_ != nullptr; }
   TensorView view() const { return TensorView(data_, spec_, device_); }
   ConstTensorView cview() const { return ConstTensorView(data_, spec_, device_); }
-  operator TensorView() const { return view(); }            // NOLINT
-  operator ConstTensorView() const { return cview(); }      // NOLINT
+  operator TensorView() const { return view(); }        // NOLINT
+  operator ConstTensorView() const { return cview(); }  // NOLINT
 
   template <typename T>
-  T* data() const { return view().data<T>(); }
+  T* data() const {
+    return view().data<T>();
+  }
   void* raw() const { return data_; }
   const TensorSpec& spec() const { return spec_; }
   const Shape& shape() const { return spec_.shape; }

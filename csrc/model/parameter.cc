@@ -10,10 +10,16 @@ namespace loom::model {
 std::string InitRule::ToString() const {
   std::ostringstream os;
   switch (kind) {
-    case Kind::kZeros: return "zeros";
-    case Kind::kOnes: return "ones";
-    case Kind::kUniform: os << "uniform(-" << a << ", " << a << ")"; return os.str();
-    case Kind::kNormal: os << "normal(0, " << a << ")"; return os.str();
+    case Kind::kZeros:
+      return "zeros";
+    case Kind::kOnes:
+      return "ones";
+    case Kind::kUniform:
+      os << "uniform(-" << a << ", " << a << ")";
+      return os.str();
+    case Kind::kNormal:
+      os << "normal(0, " << a << ")";
+      return os.str();
   }
   return "?";
 }
@@ -49,12 +55,18 @@ void ParameterStore::Initialize(uint64_t seed) {
   for (Parameter& p : params_) {
     const uint64_t stream = MakeStream(kRngInitDense, static_cast<uint64_t>(p.index), 0);
     switch (p.init.kind) {
-      case InitRule::Kind::kZeros: ZeroTensor(p.value); break;
-      case InitRule::Kind::kOnes: FillUniform(ctx, p.value, seed, stream, 1.0, 1.0); break;  // 1 + 0·u
+      case InitRule::Kind::kZeros:
+        ZeroTensor(p.value);
+        break;
+      case InitRule::Kind::kOnes:
+        FillUniform(ctx, p.value, seed, stream, 1.0, 1.0);
+        break;  // 1 + 0·u
       case InitRule::Kind::kUniform:
         FillUniform(ctx, p.value, seed, stream, -p.init.a, p.init.a);
         break;
-      case InitRule::Kind::kNormal: FillNormal(ctx, p.value, seed, stream, 0.0, p.init.a); break;
+      case InitRule::Kind::kNormal:
+        FillNormal(ctx, p.value, seed, stream, 0.0, p.init.a);
+        break;
     }
   }
 }

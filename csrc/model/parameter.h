@@ -45,10 +45,10 @@ struct Parameter {
   std::string name;
   Shape shape;
   InitRule init;
-  int index = 0;        // registration index
-  int64_t offset = 0;   // element offset into the store's buffers
-  TensorView value;     // valid after Allocate()
-  TensorView grad;      // valid after Allocate(); accumulated (+=) by Backward
+  int index = 0;       // registration index
+  int64_t offset = 0;  // element offset into the store's buffers
+  TensorView value;    // valid after Allocate()
+  TensorView grad;     // valid after Allocate(); accumulated (+=) by Backward
 
   int64_t numel() const { return shape.numel(); }
 };

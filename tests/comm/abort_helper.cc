@@ -3,12 +3,13 @@
 //   --mode=check      rank 1 fails a CHECK
 //   --mode=mpi_error  rank 1 makes an MPI call that fails (LOOM_MPI_CHECK: MPI_ERR_RANK)
 //   --mode=ok         nobody fails; exits 0 (the control: the helper itself works)
-#include <glog/logging.h>
-#include <mpi.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <string>
+
+#include <glog/logging.h>
+#include <mpi.h>
 
 #include "csrc/comm/bootstrap.h"
 #include "csrc/comm/mpi_check.h"

@@ -3,12 +3,13 @@
 // FinalizeDistributed's MPI_Finalize run in comm_selfcheck_np2, which launches loom_selfcheck).
 #include "csrc/comm/bootstrap.h"
 
-#include <gtest/gtest.h>
-#include <mpi.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <string>
+
+#include <gtest/gtest.h>
+#include <mpi.h>
 
 #include "csrc/core/gpu.h"
 #include "csrc/core/logging.h"

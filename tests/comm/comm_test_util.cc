@@ -1,12 +1,12 @@
 #include "tests/comm/comm_test_util.h"
 
-#include <glog/logging.h>
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <cstring>
 #include <sstream>
 #include <type_traits>
+
+#include <glog/logging.h>
+#include <gtest/gtest.h>
 
 namespace loom::comm::testing {
 namespace {

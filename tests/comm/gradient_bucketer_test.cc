@@ -3,15 +3,15 @@
 // every bucket size, packed and unpacked layouts, and any MarkReady order.
 #include "csrc/comm/gradient_bucketer.h"
 
-#include <gtest/gtest.h>
-#include <mpi.h>
-
 #include <algorithm>
 #include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
+#include <mpi.h>
 
 #include "csrc/comm/mpi_communicator.h"
 #include "tests/comm/comm_test_util.h"

@@ -5,8 +5,6 @@
 // max_elements_per_call = 7 so that the split (large-count) paths run on small buffers.
 #include "csrc/comm/mpi_communicator.h"
 
-#include <gtest/gtest.h>
-#include <mpi.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -16,6 +14,9 @@
 #include <limits>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
+#include <mpi.h>
 
 #include "tests/comm/comm_test_util.h"
 

@@ -6,8 +6,6 @@
 // can be used, or where ranks would have to share a GPU.
 #include "csrc/comm/nccl_communicator.h"
 
-#include <gtest/gtest.h>
-#include <mpi.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -16,6 +14,9 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
+#include <mpi.h>
 
 #include "csrc/comm/bootstrap.h"
 #include "csrc/comm/mpi_communicator.h"

@@ -48,11 +48,11 @@ TEST(DTypeTest, Bf16RoundsToNearestEven) {
 TEST(DTypeTest, F16MatchesIeeeBinary16) {
   EXPECT_EQ(FloatToF16(1.0f).bits, 0x3c00);
   EXPECT_EQ(FloatToF16(-2.0f).bits, 0xc000);
-  EXPECT_EQ(FloatToF16(65504.0f).bits, 0x7bff);             // largest finite
-  EXPECT_EQ(FloatToF16(65520.0f).bits, 0x7c00);             // halfway to 2^16: ties to inf
-  EXPECT_EQ(FloatToF16(std::ldexp(1.0f, -24)).bits, 0x0001);  // smallest subnormal
-  EXPECT_EQ(FloatToF16(std::ldexp(1.0f, -25)).bits, 0x0000);  // halfway: ties to even (0)
-  EXPECT_EQ(FloatToF16(std::ldexp(3.0f, -25)).bits, 0x0002);  // 1.5 ulp: up to even
+  EXPECT_EQ(FloatToF16(65504.0f).bits, 0x7bff);                      // largest finite
+  EXPECT_EQ(FloatToF16(65520.0f).bits, 0x7c00);                      // halfway to 2^16: ties to inf
+  EXPECT_EQ(FloatToF16(std::ldexp(1.0f, -24)).bits, 0x0001);         // smallest subnormal
+  EXPECT_EQ(FloatToF16(std::ldexp(1.0f, -25)).bits, 0x0000);         // halfway: ties to even (0)
+  EXPECT_EQ(FloatToF16(std::ldexp(3.0f, -25)).bits, 0x0002);         // 1.5 ulp: up to even
   EXPECT_EQ(FloatToF16(1.0f + std::ldexp(1.0f, -11)).bits, 0x3c00);  // tie to even
   EXPECT_EQ(FloatToF16(1.0f + std::ldexp(3.0f, -11)).bits, 0x3c02);
   for (uint32_t b = 0; b < 0x10000; ++b) {

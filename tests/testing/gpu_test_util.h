@@ -7,11 +7,11 @@
 
 #include "csrc/core/gpu.h"
 
-#define LOOM_SKIP_WITHOUT_GPU()                                            \
-  do {                                                                     \
-    if (!::loom::gpu::CudaAvailable()) {                                   \
+#define LOOM_SKIP_WITHOUT_GPU()                                              \
+  do {                                                                       \
+    if (!::loom::gpu::CudaAvailable()) {                                     \
       GTEST_SKIP() << "no usable GPU: " << ::loom::gpu::UnavailableReason(); \
-    }                                                                      \
+    }                                                                        \
   } while (0)
 
 #endif  // LOOM_TESTS_TESTING_GPU_TEST_UTIL_H_

@@ -1,9 +1,8 @@
 // gtest main for tests run under mpirun (loom_add_mpi_test). Every rank runs every test; only
 // rank 0 prints gtest's progress, other ranks print their failures. The exit code is the same
 // on every rank: non-zero if any rank failed, so ctest sees one verdict.
-#include <mpi.h>
-
 #include <gtest/gtest.h>
+#include <mpi.h>
 
 #include "csrc/core/logging.h"
 
