@@ -54,12 +54,6 @@ inline Tensor NewBuffer(const Shape& shape, DType dtype, Device device) {
 // InvalidArgument "<where>: <what>" unless cond.
 Status Check(bool cond, const std::string& where, const std::string& what);
 
-// The view as a (rows, cols) matrix: all leading dims folded into the rows.
-template <typename View>
-View AsMatrix(const View& v, int64_t cols) {
-  return v.Reshape(Shape{v.numel() / cols, cols});
-}
-
 }  // namespace loom::layers
 
 #endif  // LOOM_MODEL_LAYERS_LAYER_H_
