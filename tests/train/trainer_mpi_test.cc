@@ -254,6 +254,36 @@ TEST_F(TrainerTest, IncompatibleResumeIsRefused) {
   EXPECT_EQ(*r3, "");
 }
 
+// Early stopping: with min_delta 1 no evaluation after the first can improve AUC, so with
+// patience 2 training stops at the third evaluation (step 30 of 60), saves its state and a
+// resumed run does not train further.
+TEST_F(TrainerTest, EarlyStoppingStopsAndIsResumedAsStopped) {
+  const std::string run = Dir("early_stop");
+  proto::LoomConfig c = TinyConfig(data_, run);
+  c.mutable_train()->set_max_steps(60);
+  c.mutable_train()->set_eval_every_steps(10);
+  c.mutable_train()->mutable_early_stopping()->set_patience(2);
+  c.mutable_train()->mutable_early_stopping()->set_min_delta(1.0);
+  c.mutable_train()->mutable_checkpoint()->set_save_at_end(true);
+  auto s = Make(c)->Run();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->stopped_early);
+  EXPECT_EQ(s->step, 30);
+  comm_->Barrier();
+  if (comm_->rank() == 0) {
+    EXPECT_EQ(ReadLines(run + "/" + kMetricsFileName).size(), 3u);
+    auto m = ReadManifest(run + "/checkpoints/" + CheckpointDirName(30));
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_TRUE(m->trainer().stopped_early());
+    EXPECT_EQ(m->trainer().evals_without_improvement(), 2);
+    EXPECT_EQ(m->trainer().best_step(), 10);
+  }
+  auto again = Make(c)->Run();
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->step, 30);
+  EXPECT_TRUE(again->stopped_early);
+}
+
 TEST_F(TrainerTest, ConfigMismatchNamesTheField) {
   proto::LoomConfig c = TinyConfig(data_, Dir("mismatch"));
   c.mutable_model()->set_num_sparse_features(4);
