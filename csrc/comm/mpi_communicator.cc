@@ -7,6 +7,7 @@
 
 #include <glog/logging.h>
 
+#include "csrc/comm/collective_checks.h"
 #include "csrc/comm/mpi_check.h"
 #include "csrc/comm/rank_ordered_reduce.h"
 #include "csrc/core/dtype.h"
@@ -20,28 +21,7 @@ namespace {
 // Collectives run in their own MPI context, so they never match these messages.
 constexpr int kP2pTag = 0x100f;
 
-bool IsReduceType(DType t) {
-  switch (t) {
-    case DType::kF32:
-    case DType::kF64:
-    case DType::kBF16:
-    case DType::kF16:
-    case DType::kI32:
-    case DType::kI64:
-      return true;
-    case DType::kU8:
-      return false;
-  }
-  return false;
-}
-
 MPI_Op MpiOp(ReduceOp op) { return op == ReduceOp::kSum ? MPI_SUM : MPI_MAX; }
-
-void CheckVector(const std::vector<int64_t>& v, int size, const char* name) {
-  CHECK_EQ(static_cast<int>(v.size()), size)
-      << name << " must have one entry per rank (" << RankAndHost() << ")";
-  for (int64_t x : v) CHECK_GE(x, 0) << name << " has a negative entry (" << RankAndHost() << ")";
-}
 
 void CopyBytes(void* dst, const void* src, int64_t bytes) {
   if (bytes > 0 && dst != src) std::memcpy(dst, src, static_cast<size_t>(bytes));
@@ -171,9 +151,7 @@ void MpiCommunicator::ReduceScratch(int64_t n, DType dtype, ReduceOp op, void* o
 
 void MpiCommunicator::AllReduce(const void* send, void* recv, int64_t count, DType dtype,
                                 ReduceOp op) {
-  CHECK(IsReduceType(dtype)) << "AllReduce: dtype " << DTypeName(dtype) << " cannot be reduced ("
-                             << RankAndHost() << ")";
-  CHECK_GE(count, 0) << "AllReduce: negative count (" << RankAndHost() << ")";
+  CheckReduceArgs("AllReduce", dtype, count);
   const int64_t esize = DTypeSize(dtype);
   if (count == 0) return;
   if (size_ == 1) {
@@ -238,12 +216,7 @@ void MpiCommunicator::AllToAllVImpl(const void* send, const std::vector<int64_t>
                                     const std::vector<int64_t>& recv_counts,
                                     const std::vector<int64_t>& recv_displs, DType dtype,
                                     int split) {
-  CheckVector(send_counts, size_, "AllToAllV send_counts");
-  CheckVector(send_displs, size_, "AllToAllV send_displs");
-  CheckVector(recv_counts, size_, "AllToAllV recv_counts");
-  CheckVector(recv_displs, size_, "AllToAllV recv_displs");
-  CHECK_EQ(send_counts[rank_], recv_counts[rank_])
-      << "AllToAllV: rank sends itself a different count than it expects (" << RankAndHost() << ")";
+  CheckAllToAllVArgs(rank_, size_, send_counts, send_displs, recv_counts, recv_displs);
   const MPI_Datatype type = MpiDatatype(dtype);
   const int64_t esize = DTypeSize(dtype);
   // Each rank sees only its own counts, but all must take the same path (a collective on one
@@ -285,7 +258,7 @@ void MpiCommunicator::AllToAllVImpl(const void* send, const std::vector<int64_t>
 }
 
 void MpiCommunicator::AllGather(const void* send, void* recv, int64_t count, DType dtype) {
-  CHECK_GE(count, 0) << "AllGather: negative count (" << RankAndHost() << ")";
+  CheckCount("AllGather", count);
   if (count == 0) return;
   const int64_t esize = DTypeSize(dtype);
   char* out = static_cast<char*>(recv);
@@ -305,10 +278,7 @@ void MpiCommunicator::AllGather(const void* send, void* recv, int64_t count, DTy
 void MpiCommunicator::AllGatherV(const void* send, int64_t send_count, void* recv,
                                  const std::vector<int64_t>& recv_counts,
                                  const std::vector<int64_t>& recv_displs, DType dtype) {
-  CheckVector(recv_counts, size_, "AllGatherV recv_counts");
-  CheckVector(recv_displs, size_, "AllGatherV recv_displs");
-  CHECK_EQ(send_count, recv_counts[rank_])
-      << "AllGatherV: send_count differs from recv_counts[rank] (" << RankAndHost() << ")";
+  CheckAllGatherVArgs(rank_, size_, send_count, recv_counts, recv_displs);
   const MPI_Datatype type = MpiDatatype(dtype);
   const int64_t esize = DTypeSize(dtype);
   char* out = static_cast<char*>(recv);
@@ -337,9 +307,7 @@ void MpiCommunicator::AllGatherV(const void* send, int64_t send_count, void* rec
 
 void MpiCommunicator::ReduceScatter(const void* send, void* recv, int64_t recv_count, DType dtype,
                                     ReduceOp op) {
-  CHECK(IsReduceType(dtype)) << "ReduceScatter: dtype " << DTypeName(dtype)
-                             << " cannot be reduced (" << RankAndHost() << ")";
-  CHECK_GE(recv_count, 0) << "ReduceScatter: negative count (" << RankAndHost() << ")";
+  CheckReduceArgs("ReduceScatter", dtype, recv_count);
   if (recv_count == 0) return;
   const int64_t esize = DTypeSize(dtype);
   if (size_ == 1) {
@@ -369,9 +337,7 @@ void MpiCommunicator::ReduceScatter(const void* send, void* recv, int64_t recv_c
 }
 
 void MpiCommunicator::Broadcast(void* buffer, int64_t count, DType dtype, int root) {
-  CHECK_GE(count, 0) << "Broadcast: negative count (" << RankAndHost() << ")";
-  CHECK(root >= 0 && root < size_)
-      << "Broadcast: root " << root << " outside [0, " << size_ << ") (" << RankAndHost() << ")";
+  CheckBroadcastArgs(count, root, size_);
   const int64_t esize = DTypeSize(dtype);
   char* buf = static_cast<char*>(buffer);
   for (int64_t off = 0; off < count; off += options_.max_elements_per_call) {

@@ -9,6 +9,7 @@
 #include <nccl.h>
 
 #include "csrc/comm/bootstrap.h"
+#include "csrc/comm/collective_checks.h"
 #include "csrc/comm/mpi_check.h"
 #include "csrc/comm/nccl_check.cuh"
 #include "csrc/core/cuda_check.cuh"
@@ -39,15 +40,7 @@ ncclDataType_t NcclType(DType dtype) {
   return ncclUint8;
 }
 
-bool IsReduceType(DType t) { return t != DType::kU8; }
-
 ncclRedOp_t NcclOp(ReduceOp op) { return op == ReduceOp::kSum ? ncclSum : ncclMax; }
-
-void CheckVector(const std::vector<int64_t>& v, int size, const char* name) {
-  CHECK_EQ(static_cast<int>(v.size()), size)
-      << name << " must have one entry per rank (" << RankAndHost() << ")";
-  for (int64_t x : v) CHECK_GE(x, 0) << name << " has a negative entry (" << RankAndHost() << ")";
-}
 
 }  // namespace
 
@@ -139,9 +132,7 @@ NcclCommunicator::~NcclCommunicator() {
 
 void NcclCommunicator::AllReduce(const void* send, void* recv, int64_t count, DType dtype,
                                  ReduceOp op) {
-  CHECK(IsReduceType(dtype)) << "AllReduce: dtype " << DTypeName(dtype) << " cannot be reduced ("
-                             << RankAndHost() << ")";
-  CHECK_GE(count, 0) << "AllReduce: negative count (" << RankAndHost() << ")";
+  CheckReduceArgs("AllReduce", dtype, count);
   if (count == 0) return;
   LOOM_NCCL_CHECK(ncclAllReduce(send, recv, static_cast<size_t>(count), NcclType(dtype), NcclOp(op),
                                 comm_, AsCudaStream(stream_)));
@@ -151,12 +142,7 @@ void NcclCommunicator::AllToAllV(const void* send, const std::vector<int64_t>& s
                                  const std::vector<int64_t>& send_displs, void* recv,
                                  const std::vector<int64_t>& recv_counts,
                                  const std::vector<int64_t>& recv_displs, DType dtype) {
-  CheckVector(send_counts, size_, "AllToAllV send_counts");
-  CheckVector(send_displs, size_, "AllToAllV send_displs");
-  CheckVector(recv_counts, size_, "AllToAllV recv_counts");
-  CheckVector(recv_displs, size_, "AllToAllV recv_displs");
-  CHECK_EQ(send_counts[rank_], recv_counts[rank_])
-      << "AllToAllV: rank sends itself a different count than it expects (" << RankAndHost() << ")";
+  CheckAllToAllVArgs(rank_, size_, send_counts, send_displs, recv_counts, recv_displs);
   const ncclDataType_t type = NcclType(dtype);
   const int64_t esize = DTypeSize(dtype);
   const char* in = static_cast<const char*>(send);
@@ -185,7 +171,7 @@ void NcclCommunicator::AllToAllV(const void* send, const std::vector<int64_t>& s
 }
 
 void NcclCommunicator::AllGather(const void* send, void* recv, int64_t count, DType dtype) {
-  CHECK_GE(count, 0) << "AllGather: negative count (" << RankAndHost() << ")";
+  CheckCount("AllGather", count);
   if (count == 0) return;
   LOOM_NCCL_CHECK(ncclAllGather(send, recv, static_cast<size_t>(count), NcclType(dtype), comm_,
                                 AsCudaStream(stream_)));
@@ -194,10 +180,7 @@ void NcclCommunicator::AllGather(const void* send, void* recv, int64_t count, DT
 void NcclCommunicator::AllGatherV(const void* send, int64_t send_count, void* recv,
                                   const std::vector<int64_t>& recv_counts,
                                   const std::vector<int64_t>& recv_displs, DType dtype) {
-  CheckVector(recv_counts, size_, "AllGatherV recv_counts");
-  CheckVector(recv_displs, size_, "AllGatherV recv_displs");
-  CHECK_EQ(send_count, recv_counts[rank_])
-      << "AllGatherV: send_count differs from recv_counts[rank] (" << RankAndHost() << ")";
+  CheckAllGatherVArgs(rank_, size_, send_count, recv_counts, recv_displs);
   const ncclDataType_t type = NcclType(dtype);
   const int64_t esize = DTypeSize(dtype);
   char* out = static_cast<char*>(recv);
@@ -215,18 +198,14 @@ void NcclCommunicator::AllGatherV(const void* send, int64_t send_count, void* re
 
 void NcclCommunicator::ReduceScatter(const void* send, void* recv, int64_t recv_count, DType dtype,
                                      ReduceOp op) {
-  CHECK(IsReduceType(dtype)) << "ReduceScatter: dtype " << DTypeName(dtype)
-                             << " cannot be reduced (" << RankAndHost() << ")";
-  CHECK_GE(recv_count, 0) << "ReduceScatter: negative count (" << RankAndHost() << ")";
+  CheckReduceArgs("ReduceScatter", dtype, recv_count);
   if (recv_count == 0) return;
   LOOM_NCCL_CHECK(ncclReduceScatter(send, recv, static_cast<size_t>(recv_count), NcclType(dtype),
                                     NcclOp(op), comm_, AsCudaStream(stream_)));
 }
 
 void NcclCommunicator::Broadcast(void* buffer, int64_t count, DType dtype, int root) {
-  CHECK_GE(count, 0) << "Broadcast: negative count (" << RankAndHost() << ")";
-  CHECK(root >= 0 && root < size_)
-      << "Broadcast: root " << root << " outside [0, " << size_ << ") (" << RankAndHost() << ")";
+  CheckBroadcastArgs(count, root, size_);
   if (count == 0) return;
   LOOM_NCCL_CHECK(ncclBroadcast(buffer, buffer, static_cast<size_t>(count), NcclType(dtype), root,
                                 comm_, AsCudaStream(stream_)));

@@ -17,6 +17,7 @@
 #include <set>
 #include <utility>
 
+#include "csrc/core/file_io.h"
 #include "csrc/core/logging.h"
 #include "csrc/data/crc32c.h"
 #include "csrc/embedding/embedding_spec.h"
@@ -30,8 +31,6 @@ using proto::CheckpointManifest;
 using proto::EmbeddingPiece;
 using proto::TensorEntry;
 
-std::string ErrnoText() { return std::strerror(errno); }
-
 std::string Hex8(uint32_t v) {
   char buf[16];
   std::snprintf(buf, sizeof(buf), "%08x", v);
@@ -42,62 +41,6 @@ std::string Hex8(uint32_t v) {
 std::string Short(const std::string& path) {
   fs::path p(path);
   return (p.parent_path().filename() / p.filename()).string();
-}
-
-Status FsyncPath(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
-  if (fd < 0) return InternalError(path + ": cannot open to fsync: " + ErrnoText());
-  const int rc = ::fsync(fd);
-  const std::string err = rc != 0 ? ErrnoText() : "";
-  ::close(fd);
-  if (rc != 0) return InternalError(path + ": fsync failed: " + err);
-  return Status::Ok();
-}
-
-Status WriteWholeFile(const std::string& path, const std::string& bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) return InternalError(path + ": cannot create: " + ErrnoText());
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      const std::string err = ErrnoText();
-      ::close(fd);
-      return InternalError(path + ": write failed: " + err);
-    }
-    done += static_cast<size_t>(w);
-  }
-  if (::fsync(fd) != 0) {
-    const std::string err = ErrnoText();
-    ::close(fd);
-    return InternalError(path + ": fsync failed: " + err);
-  }
-  if (::close(fd) != 0) return InternalError(path + ": close failed: " + ErrnoText());
-  return Status::Ok();
-}
-
-StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) {
-    if (errno == ENOENT) return NotFoundError(Short(path) + ": missing");
-    return InternalError(Short(path) + ": cannot open: " + ErrnoText());
-  }
-  std::string out;
-  char buf[1 << 16];
-  while (true) {
-    const ssize_t r = ::read(fd, buf, sizeof(buf));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      const std::string err = ErrnoText();
-      ::close(fd);
-      return InternalError(Short(path) + ": read failed: " + err);
-    }
-    if (r == 0) break;
-    out.append(buf, static_cast<size_t>(r));
-  }
-  ::close(fd);
-  return out;
 }
 
 // Appends tensors to one data file: 64-byte aligned, CRC per tensor and per file.
@@ -468,8 +411,8 @@ StatusOr<std::vector<CheckpointRef>> ListCheckpoints(const std::string& dir) {
 StatusOr<CheckpointManifest> ReadManifest(const std::string& checkpoint_path) {
   const std::string mpath = (fs::path(checkpoint_path) / kManifestFileName).string();
   const std::string cpath = (fs::path(checkpoint_path) / kManifestCrcFileName).string();
-  LOOM_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(mpath));
-  LOOM_ASSIGN_OR_RETURN(std::string crc_text, ReadWholeFile(cpath));
+  LOOM_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(mpath, Short(mpath)));
+  LOOM_ASSIGN_OR_RETURN(std::string crc_text, ReadFileToString(cpath, Short(cpath)));
   unsigned int want_crc = 0;
   unsigned long long want_size = 0;
   if (std::sscanf(crc_text.c_str(), "crc32c=%8x size=%llu", &want_crc, &want_size) != 2) {
@@ -524,7 +467,7 @@ Status VerifyCheckpoint(const std::string& checkpoint_path, const CheckpointMani
       continue;
     }
     if (!checksums) continue;
-    auto bytes = ReadWholeFile(path);
+    auto bytes = ReadFileToString(path, Short(path));
     if (!bytes.ok()) {
       problems.push_back(bytes.status().message());
       continue;
@@ -581,19 +524,10 @@ StatusOr<std::vector<char>> ReadTensorBytes(const std::string& checkpoint_path,
   const int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) return NotFoundError(Short(path) + ": cannot open: " + ErrnoText());
   std::vector<char> out(entry.size_bytes());
-  uint64_t done = 0;
-  while (done < out.size()) {
-    const ssize_t r = ::pread(fd, out.data() + done, out.size() - done,
-                              static_cast<off_t>(entry.offset() + done));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      ::close(fd);
-      return DataLossError(Short(path) + ": tensor " + entry.name() + " ends past the end of " +
-                           "the file (truncated)");
-    }
-    done += static_cast<uint64_t>(r);
-  }
+  const Status read = PreadFull(fd, out.data(), out.size(), entry.offset(),
+                                Short(path) + ": tensor " + entry.name());
   ::close(fd);
+  LOOM_RETURN_IF_ERROR(read);
   const uint32_t crc = data::Crc32c(out.data(), out.size());
   if (crc != entry.crc32c()) {
     return DataLossError(Short(path) + ": tensor " + entry.name() + ": CRC-32C " + Hex8(crc) +
@@ -766,8 +700,8 @@ StatusOr<std::string> Checkpointer::Save(const TrainingState& state) {
       m.SerializeToString(&mbytes);
       const std::string crc_line = "crc32c=" + Hex8(data::Crc32c(mbytes.data(), mbytes.size())) +
                                    " size=" + std::to_string(mbytes.size()) + "\n";
-      st = WriteWholeFile((tmp / kManifestFileName).string(), mbytes);
-      if (st.ok()) st = WriteWholeFile((tmp / kManifestCrcFileName).string(), crc_line);
+      st = WriteFileDurable((tmp / kManifestFileName).string(), mbytes);
+      if (st.ok()) st = WriteFileDurable((tmp / kManifestCrcFileName).string(), crc_line);
       if (st.ok()) st = FsyncPath(tmp.string(), true);
     }
     if (st.ok()) {
@@ -955,7 +889,7 @@ Status Checkpointer::ReadAndCheck(const std::string& path, const CheckpointManif
   for (const std::string& name : needed_files) {
     const proto::CheckpointFile& f = *files[name];
     const std::string fpath = (fs::path(path) / name).string();
-    LOOM_ASSIGN_OR_RETURN(std::string bytes, ReadWholeFile(fpath));
+    LOOM_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(fpath, Short(fpath)));
     if (bytes.size() != f.size_bytes()) {
       return DataLossError(Short(fpath) + ": size " + std::to_string(bytes.size()) +
                            ", the manifest says " + std::to_string(f.size_bytes()) +

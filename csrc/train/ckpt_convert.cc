@@ -21,6 +21,7 @@
 #include <set>
 #include <utility>
 
+#include "csrc/core/file_io.h"
 #include "csrc/data/crc32c.h"
 #include "csrc/embedding/embedding_spec.h"
 #include "csrc/proto/config_io.h"
@@ -40,8 +41,6 @@ using proto::TensorEntry;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string ErrnoText() { return std::strerror(errno); }
 
 std::string Hex8(uint32_t v) {
   char buf[16];
@@ -66,67 +65,6 @@ int64_t CeilDiv(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a)
 
 int64_t Align(int64_t v) {
   return (v + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
-}
-
-Status FsyncPath(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
-  if (fd < 0) return InternalError(path + ": cannot open to fsync: " + ErrnoText());
-  const int rc = ::fsync(fd);
-  const std::string err = rc != 0 ? ErrnoText() : "";
-  ::close(fd);
-  if (rc != 0) return InternalError(path + ": fsync failed: " + err);
-  return Status::Ok();
-}
-
-Status WriteWholeFile(const std::string& path, const std::string& bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) return InternalError(path + ": cannot create: " + ErrnoText());
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      const std::string err = ErrnoText();
-      ::close(fd);
-      return InternalError(path + ": write failed: " + err);
-    }
-    done += static_cast<size_t>(w);
-  }
-  if (::fsync(fd) != 0) {
-    const std::string err = ErrnoText();
-    ::close(fd);
-    return InternalError(path + ": fsync failed: " + err);
-  }
-  if (::close(fd) != 0) return InternalError(path + ": close failed: " + ErrnoText());
-  return Status::Ok();
-}
-
-Status PreadFull(int fd, void* out, uint64_t n, uint64_t offset, const std::string& what) {
-  char* p = static_cast<char*>(out);
-  uint64_t done = 0;
-  while (done < n) {
-    const ssize_t r = ::pread(fd, p + done, n - done, static_cast<off_t>(offset + done));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return InternalError(what + ": read failed: " + ErrnoText());
-    if (r == 0) {
-      return DataLossError(what + ": the file ends at byte " + std::to_string(offset + done) +
-                           ", before byte " + std::to_string(offset + n) + " (truncated)");
-    }
-    done += static_cast<uint64_t>(r);
-  }
-  return Status::Ok();
-}
-
-Status PwriteFull(int fd, const void* data, uint64_t n, uint64_t offset, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  uint64_t done = 0;
-  while (done < n) {
-    const ssize_t w = ::pwrite(fd, p + done, n - done, static_cast<off_t>(offset + done));
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return InternalError(path + ": write failed: " + ErrnoText());
-    done += static_cast<uint64_t>(w);
-  }
-  return Status::Ok();
 }
 
 std::string UtcNow() {
@@ -920,8 +858,8 @@ class CheckpointBuilder {
     m.SerializeToString(&bytes);
     const std::string crc_line = "crc32c=" + Hex8(data::Crc32c(bytes.data(), bytes.size())) +
                                  " size=" + std::to_string(bytes.size()) + "\n";
-    LOOM_RETURN_IF_ERROR(WriteWholeFile(tmp_ + "/" + kManifestFileName, bytes));
-    LOOM_RETURN_IF_ERROR(WriteWholeFile(tmp_ + "/" + kManifestCrcFileName, crc_line));
+    LOOM_RETURN_IF_ERROR(WriteFileDurable(tmp_ + "/" + kManifestFileName, bytes));
+    LOOM_RETURN_IF_ERROR(WriteFileDurable(tmp_ + "/" + kManifestCrcFileName, crc_line));
     LOOM_RETURN_IF_ERROR(FsyncPath(tmp_, true));
     std::error_code ec;
     const std::string old = (fs::path(out_dir_) / (".old-" + CheckpointDirName(step_))).string();

@@ -17,6 +17,7 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include "csrc/core/file_io.h"
 #include "csrc/core/safetensors.h"
 #include "csrc/proto/config_io.h"
 #include "csrc/train/checkpoint.h"
@@ -25,8 +26,6 @@ namespace loom::train {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string ErrnoText() { return std::strerror(errno); }
 
 std::string ShapeText(const std::vector<int64_t>& shape) {
   std::string s = "(";
@@ -275,18 +274,6 @@ bool AsCount(const JsonValue& v, int64_t* out) {
   return true;
 }
 
-Status PwriteAll(int fd, const void* data, uint64_t n, uint64_t offset, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  uint64_t done = 0;
-  while (done < n) {
-    const ssize_t w = ::pwrite(fd, p + done, n - done, static_cast<off_t>(offset + done));
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return InternalError(path + ": write failed: " + ErrnoText());
-    done += static_cast<uint64_t>(w);
-  }
-  return Status::Ok();
-}
-
 // One tensor of the export file.
 struct OutEntry {
   std::string name;
@@ -472,8 +459,8 @@ StatusOr<ExportResult> ExportSafetensors(const std::string& checkpoint, const st
   unsigned char len_le[8];
   const uint64_t hlen = header.size();
   for (int i = 0; i < 8; ++i) len_le[i] = static_cast<unsigned char>(hlen >> (8 * i));
-  LOOM_RETURN_IF_ERROR(PwriteAll(fd, len_le, 8, 0, tmp));
-  LOOM_RETURN_IF_ERROR(PwriteAll(fd, header.data(), header.size(), 8, tmp));
+  LOOM_RETURN_IF_ERROR(PwriteFull(fd, len_le, 8, 0, tmp));
+  LOOM_RETURN_IF_ERROR(PwriteFull(fd, header.data(), header.size(), 8, tmp));
 
   ConvertProgress progress;
   progress.stage = "export";
@@ -494,7 +481,7 @@ StatusOr<ExportResult> ExportSafetensors(const std::string& checkpoint, const st
   std::vector<float> sbuf, bbuf;
   auto put = [&](OutEntry& e, const void* data, uint64_t n) -> Status {
     if (e.written + n > e.end - e.begin) return InternalError(e.name + ": too many bytes");
-    LOOM_RETURN_IF_ERROR(PwriteAll(fd, data, n, data_start + e.begin + e.written, tmp));
+    LOOM_RETURN_IF_ERROR(PwriteFull(fd, data, n, data_start + e.begin + e.written, tmp));
     e.written += n;
     return Status::Ok();
   };
@@ -546,14 +533,9 @@ StatusOr<ExportResult> ExportSafetensors(const std::string& checkpoint, const st
   fs::rename(tmp, out_path, ec);
   if (ec) return InternalError(out_path + ": cannot rename into place: " + ec.message());
   cleanup.done = true;
-  {
-    const std::string dir = out.parent_path().empty() ? "." : out.parent_path().string();
-    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-      ::fsync(dfd);  // the rename itself is durable
-      ::close(dfd);
-    }
-  }
+  // The rename itself is made durable; the file is complete either way, so a failure here is
+  // not an error.
+  (void)FsyncPath(out.parent_path().empty() ? "." : out.parent_path().string(), true);
   ExportResult r;
   r.path = out_path;
   r.tensors = static_cast<int64_t>(entries.size());
@@ -716,21 +698,8 @@ Status SafetensorsReader::Read(const Entry& e, uint64_t offset, uint64_t n, void
   if (offset + n > e.end - e.begin) {
     return OutOfRangeError(path_ + ": tensor '" + e.name + "': read past its end");
   }
-  char* p = static_cast<char*>(out);
-  uint64_t done = 0;
-  const uint64_t at = data_start_ + e.begin + offset;
-  while (done < n) {
-    const ssize_t r = ::pread(fd_, p + done, n - done, static_cast<off_t>(at + done));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return InternalError(path_ + ": read failed: " + ErrnoText());
-    if (r == 0) {
-      return DataLossError(path_ + ": tensor '" + e.name +
-                           "' ends past the end of the file "
-                           "(truncated)");
-    }
-    done += static_cast<uint64_t>(r);
-  }
-  return Status::Ok();
+  return PreadFull(fd_, out, n, data_start_ + e.begin + offset,
+                   path_ + ": tensor '" + e.name + "'");
 }
 
 }  // namespace loom::train
