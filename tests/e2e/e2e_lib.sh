@@ -36,59 +36,18 @@ summary_field() {
   grep '^loom train: done:' "$file" | tail -1 | tr ' ' '\n' | sed -n "s/^$key=//p"
 }
 
-# Tiny synthetic data (4000 rows: 3000 train, 1000 test) into $1.
+# Tiny synthetic data (tests/data/tiny_synthetic.pbtxt; 4000 rows: 3000 train, 1000 test) into $1.
 make_tiny_data() {
-  cat > tiny_synthetic.pbtxt <<'PBTXT'
-name: "tiny" seed: 3 test_fraction: 0.25 block_rows: 128
-num_users: 40 num_items: 80 num_categories: 8
-context { name: "device" vocabulary_size: 4 zipf: 0.5 }
-context { name: "tags" vocabulary_size: 20 max_values: 3 }
-num_dense: 2
-history { name: "click" max_length: 6 min_length: 0 with_categories: true }
-PBTXT
-  "$LOOM_DATA" synthetic --config tiny_synthetic.pbtxt --rows 4000 --out "$1" > /dev/null
+  : "${LOOM_SOURCE_DIR:?set LOOM_SOURCE_DIR to the repository root}"
+  "$LOOM_DATA" synthetic --config "$LOOM_SOURCE_DIR/tests/data/tiny_synthetic.pbtxt" --rows 4000 \
+    --out "$1" > /dev/null
 }
 
-# A small InterFormer over the tiny data (the config of tests/train/train_test_util.h):
-# every sharding strategy and sparse optimizer with state.
+# The small InterFormer of tests/data/tiny_train.pbtxt over the data of make_tiny_data in
+# $work/data, written to $1.
 make_tiny_config() {
-  cat > "$1" <<PBTXT
-model { embedding_dim: 8 num_dense_features: 2 num_sparse_features: 5 num_sequences: 2
-        num_layers: 1 num_heads: 2 num_cls_tokens: 2 num_pma_tokens: 1
-        num_recent_tokens: 1 head_hidden_dims: [16] }
-embedding {
-  seed: 5
-  tables { name: "user" num_rows: 41 dim: 8 id_mapping: ID_MAPPING_DIRECT
-           optimizer { type: ROWWISE_ADAGRAD learning_rate: 0.05 } }
-  tables { name: "item" num_rows: 81 dim: 8 id_mapping: ID_MAPPING_DIRECT
-           optimizer { type: ADAM learning_rate: 0.01 } }
-  tables { name: "category" num_rows: 9 dim: 8 id_mapping: ID_MAPPING_DIRECT
-           optimizer { type: ADAGRAD learning_rate: 0.05 } }
-  tables { name: "device" num_rows: 4 dim: 8 optimizer { type: SGD learning_rate: 0.1 } }
-  tables { name: "tags" num_rows: 20 dim: 8 optimizer { type: ADAGRAD learning_rate: 0.05 } }
-  features { name: "user_id" table: "user" }
-  features { name: "item_id" table: "item" }
-  features { name: "item_category" table: "category" }
-  features { name: "device" table: "device" }
-  features { name: "tags" kind: MULTI_HOT table: "tags" pooling: POOLING_MEAN
-             max_ids_per_sample: 3 }
-  features { name: "click_items" kind: SEQUENCE table: "item" max_length: 6 }
-  features { name: "click_categories" kind: SEQUENCE table: "category" max_length: 6 }
-  sharding_overrides { table: "user" strategy: TABLE_WISE }
-  sharding_overrides { table: "item" strategy: ROW_WISE }
-  sharding_overrides { table: "category" strategy: DATA_PARALLEL }
-  data_parallel_max_bytes: 0
-}
-optimizer { type: OPTIMIZER_TYPE_ADAM lr: 0.003 }
-data {
-  train_files: "$work/data/train/*.loom"
-  eval_files: "$work/data/test/*.loom"
-  reader { shuffle_buffer_rows: 256 seed: 9 }
-}
-train { seed: 13 global_batch_size: 32 epochs: 0 max_steps: 20 log_every_steps: 10
-        eval_every_steps: 10 eval_local_batch_size: 64
-        checkpoint { every_steps: 0 save_at_end: true keep_last: 3 } }
-PBTXT
+  : "${LOOM_SOURCE_DIR:?set LOOM_SOURCE_DIR to the repository root}"
+  sed "s|@DATA@|$work/data|g" "$LOOM_SOURCE_DIR/tests/data/tiny_train.pbtxt" > "$1"
 }
 
 # The tensor files of two checkpoints are identical, byte for byte.

@@ -1,7 +1,8 @@
 // Helpers of the trainer and checkpoint tests: a shared temporary directory, a tiny synthetic
-// data set (csrc/data/synthetic.h) and a small InterFormer config over it that exercises every
+// data set (tests/data/tiny_synthetic.pbtxt) and a small InterFormer config over it
+// (tests/data/tiny_train.pbtxt, shared with the end-to-end scripts) that exercises every
 // sharding strategy (TW, RW, DP) and every sparse optimizer with state (Adagrad, row-wise
-// Adagrad, Adam).
+// Adagrad, Adam). Needs LOOM_SOURCE_DIR defined (tests/train/CMakeLists.txt).
 #ifndef LOOM_TESTS_TRAIN_TRAIN_TEST_UTIL_H_
 #define LOOM_TESTS_TRAIN_TRAIN_TEST_UTIL_H_
 
@@ -51,18 +52,12 @@ inline void RemoveTree(comm::Communicator& comm, const std::string& path) {
   }
 }
 
+// tests/data/tiny_synthetic.pbtxt.
 inline proto::SyntheticConfig TinySyntheticConfig() {
-  proto::SyntheticConfig c;
-  LOOM_CHECK_OK(config::ParseTextProto(R"(
-    name: "tiny" seed: 3 test_fraction: 0.25 block_rows: 128
-    num_users: 40 num_items: 80 num_categories: 8
-    context { name: "device" vocabulary_size: 4 zipf: 0.5 }
-    context { name: "tags" vocabulary_size: 20 max_values: 3 }
-    num_dense: 2
-    history { name: "click" max_length: 6 min_length: 0 with_categories: true }
-  )",
-                                       "tiny synthetic", &c));
-  return c;
+  auto c = config::ParseTextProtoFile<proto::SyntheticConfig>(std::string(LOOM_SOURCE_DIR) +
+                                                              "/tests/data/tiny_synthetic.pbtxt");
+  LOOM_CHECK_OK(c.status());
+  return *c;
 }
 
 // Rank 0 writes `rows` rows into dir/train and dir/test; every rank waits for it.
@@ -80,46 +75,23 @@ inline double GenerateTinyData(comm::Communicator& comm, const std::string& dir,
   return oracle;
 }
 
-// A small InterFormer on the tiny data: user table-wise (row-wise Adagrad), item row-wise over
-// every rank (Adam), category replicated (Adagrad), device and tags by the planner.
+// tests/data/tiny_train.pbtxt (a small InterFormer exercising every sharding strategy and
+// sparse optimizer) over the tiny data in data_dir, writing to run_dir.
 inline proto::LoomConfig TinyConfig(const std::string& data_dir, const std::string& run_dir) {
+  const std::string path = std::string(LOOM_SOURCE_DIR) + "/tests/data/tiny_train.pbtxt";
+  std::ifstream in(path);
+  CHECK(in) << path << ": cannot open";
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string s = text.str();
+  for (size_t at = s.find("@DATA@"); at != std::string::npos; at = s.find("@DATA@", at)) {
+    s.replace(at, 6, data_dir);
+  }
   proto::LoomConfig c;
-  LOOM_CHECK_OK(config::ParseTextProto(R"(
-    model { embedding_dim: 8 num_dense_features: 2 num_sparse_features: 5 num_sequences: 2
-            num_layers: 1 num_heads: 2 num_cls_tokens: 2 num_pma_tokens: 1
-            num_recent_tokens: 1 head_hidden_dims: [16] }
-    embedding {
-      seed: 5
-      tables { name: "user" num_rows: 41 dim: 8 id_mapping: ID_MAPPING_DIRECT
-               optimizer { type: ROWWISE_ADAGRAD learning_rate: 0.05 } }
-      tables { name: "item" num_rows: 81 dim: 8 id_mapping: ID_MAPPING_DIRECT
-               optimizer { type: ADAM learning_rate: 0.01 } }
-      tables { name: "category" num_rows: 9 dim: 8 id_mapping: ID_MAPPING_DIRECT
-               optimizer { type: ADAGRAD learning_rate: 0.05 } }
-      tables { name: "device" num_rows: 4 dim: 8 optimizer { type: SGD learning_rate: 0.1 } }
-      tables { name: "tags" num_rows: 20 dim: 8 optimizer { type: ADAGRAD learning_rate: 0.05 } }
-      features { name: "user_id" table: "user" }
-      features { name: "item_id" table: "item" }
-      features { name: "item_category" table: "category" }
-      features { name: "device" table: "device" }
-      features { name: "tags" kind: MULTI_HOT table: "tags" pooling: POOLING_MEAN
-                 max_ids_per_sample: 3 }
-      features { name: "click_items" kind: SEQUENCE table: "item" max_length: 6 }
-      features { name: "click_categories" kind: SEQUENCE table: "category" max_length: 6 }
-      sharding_overrides { table: "user" strategy: TABLE_WISE }
-      sharding_overrides { table: "item" strategy: ROW_WISE }
-      sharding_overrides { table: "category" strategy: DATA_PARALLEL }
-      data_parallel_max_bytes: 0
-    }
-    optimizer { type: OPTIMIZER_TYPE_ADAM lr: 0.003 }
-    data { reader { shuffle_buffer_rows: 256 seed: 9 } }
-    train { seed: 13 global_batch_size: 32 epochs: 0 max_steps: 20 log_every_steps: 5
-            eval_every_steps: 10 eval_local_batch_size: 64
-            checkpoint { every_steps: 0 save_at_end: false keep_last: 3 } }
-  )",
-                                       "tiny config", &c));
-  c.mutable_data()->add_train_files(data_dir + "/train/*.loom");
-  c.mutable_data()->add_eval_files(data_dir + "/test/*.loom");
+  LOOM_CHECK_OK(config::ParseTextProto(s, path, &c));
+  // The unit tests log more often and save only where a test asks for it.
+  c.mutable_train()->set_log_every_steps(5);
+  c.mutable_train()->mutable_checkpoint()->set_save_at_end(false);
   c.mutable_train()->set_run_dir(run_dir);
   return c;
 }
