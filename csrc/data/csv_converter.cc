@@ -10,6 +10,7 @@
 
 #include <glog/logging.h>
 
+#include "csrc/core/json.h"
 #include "csrc/data/bad_records.h"
 #include "csrc/data/batch.h"
 #include "csrc/data/schema.h"

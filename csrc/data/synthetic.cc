@@ -7,6 +7,7 @@
 
 #include <glog/logging.h>
 
+#include "csrc/core/json.h"
 #include "csrc/core/philox.h"
 #include "csrc/core/rng.h"
 #include "csrc/data/auc.h"

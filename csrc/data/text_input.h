@@ -69,9 +69,6 @@ std::string_view Trim(std::string_view s);
 std::string EscapeTsv(std::string_view s);
 std::string UnescapeTsv(std::string_view s);
 
-// A JSON string body: quotes, backslashes and control characters escaped.
-std::string JsonEscape(std::string_view s);
-
 // Periodic progress lines on rank 0: "<what>: 1.23M rows, 845k rows/s, 37.1%, ETA 0:45".
 class Progress {
  public:

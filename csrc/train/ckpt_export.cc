@@ -18,6 +18,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include "csrc/core/file_io.h"
+#include "csrc/core/json.h"
 #include "csrc/core/safetensors.h"
 #include "csrc/proto/config_io.h"
 #include "csrc/train/checkpoint.h"
@@ -31,38 +32,6 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
   std::string s = "(";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + ")";
-}
-
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
 }
 
 // A message as JSON (proto field names, every default of present messages spelled out).
@@ -421,12 +390,12 @@ StatusOr<ExportResult> ExportSafetensors(const std::string& checkpoint, const st
   meta.push_back({"loom_config", m.config_text()});
   std::string header = "{\"__metadata__\":{";
   for (size_t i = 0; i < meta.size(); ++i) {
-    header += (i ? "," : "") + JsonString(meta[i].first) + ":" + JsonString(meta[i].second);
+    header += (i ? "," : "") + JsonQuote(meta[i].first) + ":" + JsonQuote(meta[i].second);
   }
   header += "}";
   for (int i : order) {
     const OutEntry& e = entries[i];
-    header += "," + JsonString(e.name) + ":{\"dtype\":\"" + e.dtype + "\",\"shape\":[";
+    header += "," + JsonQuote(e.name) + ":{\"dtype\":\"" + e.dtype + "\",\"shape\":[";
     for (size_t k = 0; k < e.shape.size(); ++k)
       header += (k ? "," : "") + std::to_string(e.shape[k]);
     header += "],\"data_offsets\":[" + std::to_string(e.begin) + "," + std::to_string(e.end) + "]}";

@@ -29,8 +29,6 @@ inline constexpr char kTrainLogFileName[] = "train_log.jsonl";
 // A JSON number (the shortest %g form that reads back exactly; integers without exponent) or
 // null for NaN/inf.
 std::string JsonNumber(double v);
-// A JSON string literal (quotes and escapes).
-std::string JsonString(const std::string& s);
 
 struct EvalRecord {
   int64_t step = 0;

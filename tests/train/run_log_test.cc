@@ -28,10 +28,6 @@ TEST(RunLogTest, JsonNumbersRoundTrip) {
   EXPECT_EQ(JsonNumber(std::numeric_limits<double>::infinity()), "null");
 }
 
-TEST(RunLogTest, JsonStringEscapes) {
-  EXPECT_EQ(JsonString("a\"b\\c\nd\x01"), "\"a\\\"b\\\\c\\nd\\u0001\"");
-}
-
 TEST(RunLogTest, EvalRecordHasTheDocumentedKeysInOrder) {
   EvalRecord r;
   r.step = 500;
