@@ -22,26 +22,20 @@
 #include "csrc/data/crc32c.h"
 #include "csrc/embedding/embedding_spec.h"
 #include "csrc/embedding/sharding_plan.h"
+#include "csrc/train/checkpoint_internal.h"
 
 namespace loom::train {
 namespace fs = std::filesystem;
 namespace {
 
+using internal::Hex8;
+using internal::ShapeText;
+using internal::ShortPath;
+using internal::ToPieceStrategy;
+using internal::UtcNow;
 using proto::CheckpointManifest;
 using proto::EmbeddingPiece;
 using proto::TensorEntry;
-
-std::string Hex8(uint32_t v) {
-  char buf[16];
-  std::snprintf(buf, sizeof(buf), "%08x", v);
-  return buf;
-}
-
-// The last two components of a path ("step-000000000100/dense.bin") for messages.
-std::string Short(const std::string& path) {
-  fs::path p(path);
-  return (p.parent_path().filename() / p.filename()).string();
-}
 
 // Appends tensors to one data file: 64-byte aligned, CRC per tensor and per file.
 class DataFileWriter {
@@ -131,20 +125,6 @@ void SetShape(TensorEntry* e, const std::vector<int64_t>& shape) {
   for (int64_t d : shape) e->add_shape(d);
 }
 
-EmbeddingPiece::Strategy PieceStrategy(embedding::Strategy s) {
-  switch (s) {
-    case embedding::Strategy::kTableWise:
-      return EmbeddingPiece::TABLE_WISE;
-    case embedding::Strategy::kRowWise:
-      return EmbeddingPiece::ROW_WISE;
-    case embedding::Strategy::kColumnWise:
-      return EmbeddingPiece::COLUMN_WISE;
-    case embedding::Strategy::kDataParallel:
-      return EmbeddingPiece::DATA_PARALLEL;
-  }
-  return EmbeddingPiece::TABLE_WISE;
-}
-
 std::string ShardPrefix(const std::string& table, int shard) {
   return "embedding/" + table + "/shard" + std::to_string(shard) + "/";
 }
@@ -203,7 +183,7 @@ void EmbeddingPieces(const embedding::EmbeddingCollection& ec, int rank, bool dp
     EmbeddingPiece piece;
     piece.set_table(ts.name);
     piece.set_shard(s);
-    piece.set_strategy(PieceStrategy(sh.strategy));
+    piece.set_strategy(ToPieceStrategy(sh.strategy));
     piece.set_rank(sh.rank);
     piece.set_row_stride(sh.row_stride);
     piece.set_row_offset(sh.row_offset);
@@ -283,15 +263,6 @@ void DensePieces(model::ParameterStore& params, const optim::DenseOptimizer* opt
   }
 }
 
-std::string UtcNow() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 bool ParseStepDir(const std::string& name, int64_t* step) {
   static const std::string kPrefix = "step-";
   if (name.size() <= kPrefix.size() || name.compare(0, kPrefix.size(), kPrefix) != 0) return false;
@@ -303,12 +274,6 @@ bool ParseStepDir(const std::string& name, int64_t* step) {
   }
   *step = v;
   return true;
-}
-
-std::string ShapeText(const TensorEntry& e) {
-  std::string s = "(";
-  for (int i = 0; i < e.shape_size(); ++i) s += (i ? ", " : "") + std::to_string(e.shape(i));
-  return s + ")";
 }
 
 }  // namespace
@@ -411,29 +376,29 @@ StatusOr<std::vector<CheckpointRef>> ListCheckpoints(const std::string& dir) {
 StatusOr<CheckpointManifest> ReadManifest(const std::string& checkpoint_path) {
   const std::string mpath = (fs::path(checkpoint_path) / kManifestFileName).string();
   const std::string cpath = (fs::path(checkpoint_path) / kManifestCrcFileName).string();
-  LOOM_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(mpath, Short(mpath)));
-  LOOM_ASSIGN_OR_RETURN(std::string crc_text, ReadFileToString(cpath, Short(cpath)));
+  LOOM_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(mpath, ShortPath(mpath)));
+  LOOM_ASSIGN_OR_RETURN(std::string crc_text, ReadFileToString(cpath, ShortPath(cpath)));
   unsigned int want_crc = 0;
   unsigned long long want_size = 0;
   if (std::sscanf(crc_text.c_str(), "crc32c=%8x size=%llu", &want_crc, &want_size) != 2) {
-    return DataLossError(Short(cpath) + ": malformed (expected \"crc32c=<8 hex> size=<n>\")");
+    return DataLossError(ShortPath(cpath) + ": malformed (expected \"crc32c=<8 hex> size=<n>\")");
   }
   if (bytes.size() != want_size) {
-    return DataLossError(Short(mpath) + ": size " + std::to_string(bytes.size()) + ", " +
+    return DataLossError(ShortPath(mpath) + ": size " + std::to_string(bytes.size()) + ", " +
                          kManifestCrcFileName + " says " + std::to_string(want_size) +
                          (bytes.size() < want_size ? " (truncated)" : ""));
   }
   const uint32_t crc = data::Crc32c(bytes.data(), bytes.size());
   if (crc != want_crc) {
-    return DataLossError(Short(mpath) + ": CRC-32C " + Hex8(crc) + ", " + kManifestCrcFileName +
+    return DataLossError(ShortPath(mpath) + ": CRC-32C " + Hex8(crc) + ", " + kManifestCrcFileName +
                          " says " + Hex8(want_crc) + " (corrupted)");
   }
   CheckpointManifest m;
   if (!m.ParseFromString(bytes)) {
-    return DataLossError(Short(mpath) + ": not a valid CheckpointManifest");
+    return DataLossError(ShortPath(mpath) + ": not a valid CheckpointManifest");
   }
   if (m.format_version() != kCheckpointFormatVersion) {
-    return FailedPreconditionError(Short(mpath) + ": format_version " +
+    return FailedPreconditionError(ShortPath(mpath) + ": format_version " +
                                    std::to_string(m.format_version()) + ", this build reads " +
                                    std::to_string(kCheckpointFormatVersion));
   }
@@ -451,30 +416,30 @@ Status VerifyCheckpoint(const std::string& checkpoint_path, const CheckpointMani
     std::error_code ec;
     const bool exists = fs::exists(path, ec);
     if (!exists) {
-      problems.push_back(Short(path) + ": missing (written by rank " +
+      problems.push_back(ShortPath(path) + ": missing (written by rank " +
                          std::to_string(f.writer_rank()) + ")");
       continue;
     }
     const uint64_t size = fs::file_size(path, ec);
     if (ec) {
-      problems.push_back(Short(path) + ": cannot stat: " + ec.message());
+      problems.push_back(ShortPath(path) + ": cannot stat: " + ec.message());
       continue;
     }
     if (size != f.size_bytes()) {
-      problems.push_back(Short(path) + ": size " + std::to_string(size) + ", the manifest says " +
-                         std::to_string(f.size_bytes()) +
+      problems.push_back(ShortPath(path) + ": size " + std::to_string(size) +
+                         ", the manifest says " + std::to_string(f.size_bytes()) +
                          (size < f.size_bytes() ? " (truncated)" : " (trailing bytes)"));
       continue;
     }
     if (!checksums) continue;
-    auto bytes = ReadFileToString(path, Short(path));
+    auto bytes = ReadFileToString(path, ShortPath(path));
     if (!bytes.ok()) {
       problems.push_back(bytes.status().message());
       continue;
     }
     const uint32_t crc = data::Crc32c(bytes->data(), bytes->size());
     if (crc != f.crc32c()) {
-      problems.push_back(Short(path) + ": CRC-32C " + Hex8(crc) + ", the manifest says " +
+      problems.push_back(ShortPath(path) + ": CRC-32C " + Hex8(crc) + ", the manifest says " +
                          Hex8(f.crc32c()) + " (corrupted)");
     }
     contents[f.name()] = std::move(*bytes);
@@ -493,7 +458,7 @@ Status VerifyCheckpoint(const std::string& checkpoint_path, const CheckpointMani
     }();
     if (expected != t.size_bytes()) {
       problems.push_back("tensor " + t.name() + ": size_bytes " + std::to_string(t.size_bytes()) +
-                         " does not match its shape " + ShapeText(t));
+                         " does not match its shape " + ShapeText(t.shape()));
     }
     if (t.offset() + t.size_bytes() > f->second->size_bytes()) {
       problems.push_back("tensor " + t.name() + ": bytes [" + std::to_string(t.offset()) + ", " +
@@ -522,15 +487,15 @@ StatusOr<std::vector<char>> ReadTensorBytes(const std::string& checkpoint_path,
                                             const TensorEntry& entry) {
   const std::string path = (fs::path(checkpoint_path) / entry.file()).string();
   const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return NotFoundError(Short(path) + ": cannot open: " + ErrnoText());
+  if (fd < 0) return NotFoundError(ShortPath(path) + ": cannot open: " + ErrnoText());
   std::vector<char> out(entry.size_bytes());
   const Status read = PreadFull(fd, out.data(), out.size(), entry.offset(),
-                                Short(path) + ": tensor " + entry.name());
+                                ShortPath(path) + ": tensor " + entry.name());
   ::close(fd);
   LOOM_RETURN_IF_ERROR(read);
   const uint32_t crc = data::Crc32c(out.data(), out.size());
   if (crc != entry.crc32c()) {
-    return DataLossError(Short(path) + ": tensor " + entry.name() + ": CRC-32C " + Hex8(crc) +
+    return DataLossError(ShortPath(path) + ": tensor " + entry.name() + ": CRC-32C " + Hex8(crc) +
                          ", the manifest says " + Hex8(entry.crc32c()) + " (corrupted)");
   }
   return out;
@@ -689,7 +654,7 @@ StatusOr<std::string> Checkpointer::Save(const TrainingState& state) {
         info->set_num_rows(ts.num_rows);
         info->set_dim(ts.dim);
         info->set_optimizer(embedding::OptimizerName(ts.optimizer.type));
-        info->set_strategy(PieceStrategy(tp.strategy));
+        info->set_strategy(ToPieceStrategy(tp.strategy));
         for (int r : tp.ranks) info->add_ranks(r);
         for (int s : tp.shards) info->add_shards(s);
         for (int f : ts.features) info->add_features(spec.features[f].name);
@@ -840,7 +805,7 @@ Status Checkpointer::ReadAndCheck(const std::string& path, const CheckpointManif
     if (Shape(std::vector<int64_t>(e.shape().begin(), e.shape().end())) != t.dst.shape() ||
         FromTensorDType(e.dtype()) != t.dst.dtype()) {
       return FailedPreconditionError(path + ": tensor '" + t.name + "' is " +
-                                     DTypeName(FromTensorDType(e.dtype())) + ShapeText(e) +
+                                     DTypeName(FromTensorDType(e.dtype())) + ShapeText(e.shape()) +
                                      " in the checkpoint, " + t.dst.spec().ToString() + " here");
     }
     if (t.shard != nullptr) {
@@ -889,15 +854,15 @@ Status Checkpointer::ReadAndCheck(const std::string& path, const CheckpointManif
   for (const std::string& name : needed_files) {
     const proto::CheckpointFile& f = *files[name];
     const std::string fpath = (fs::path(path) / name).string();
-    LOOM_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(fpath, Short(fpath)));
+    LOOM_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(fpath, ShortPath(fpath)));
     if (bytes.size() != f.size_bytes()) {
-      return DataLossError(Short(fpath) + ": size " + std::to_string(bytes.size()) +
+      return DataLossError(ShortPath(fpath) + ": size " + std::to_string(bytes.size()) +
                            ", the manifest says " + std::to_string(f.size_bytes()) +
                            (bytes.size() < f.size_bytes() ? " (truncated)" : " (trailing bytes)"));
     }
     const uint32_t crc = data::Crc32c(bytes.data(), bytes.size());
     if (crc != f.crc32c()) {
-      return DataLossError(Short(fpath) + ": CRC-32C " + Hex8(crc) + ", the manifest says " +
+      return DataLossError(ShortPath(fpath) + ": CRC-32C " + Hex8(crc) + ", the manifest says " +
                            Hex8(f.crc32c()) + " (corrupted)");
     }
     loaded->file_bytes[name] = std::move(bytes);
@@ -905,14 +870,14 @@ Status Checkpointer::ReadAndCheck(const std::string& path, const CheckpointManif
   for (const TensorEntry* e : loaded->entries) {
     const std::string& bytes = loaded->file_bytes[e->file()];
     if (e->offset() + e->size_bytes() > bytes.size()) {
-      return DataLossError(Short((fs::path(path) / e->file()).string()) + ": tensor " + e->name() +
-                           " lies beyond the end of the file");
+      return DataLossError(ShortPath((fs::path(path) / e->file()).string()) + ": tensor " +
+                           e->name() + " lies beyond the end of the file");
     }
     const uint32_t crc = data::Crc32c(bytes.data() + e->offset(), e->size_bytes());
     if (crc != e->crc32c()) {
-      return DataLossError(Short((fs::path(path) / e->file()).string()) + ": tensor " + e->name() +
-                           ": CRC-32C " + Hex8(crc) + ", the manifest says " + Hex8(e->crc32c()) +
-                           " (corrupted)");
+      return DataLossError(ShortPath((fs::path(path) / e->file()).string()) + ": tensor " +
+                           e->name() + ": CRC-32C " + Hex8(crc) + ", the manifest says " +
+                           Hex8(e->crc32c()) + " (corrupted)");
     }
   }
   return Status::Ok();

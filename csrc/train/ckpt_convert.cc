@@ -26,6 +26,7 @@
 #include "csrc/embedding/embedding_spec.h"
 #include "csrc/proto/config_io.h"
 #include "csrc/train/checkpoint.h"
+#include "csrc/train/checkpoint_internal.h"
 #include "csrc/train/ckpt_export.h"
 
 namespace loom::train {
@@ -41,39 +42,17 @@ using proto::TensorEntry;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string Hex8(uint32_t v) {
-  char buf[16];
-  std::snprintf(buf, sizeof(buf), "%08x", v);
-  return buf;
-}
-
-// "step-000000000100/dense.bin": the checkpoint directory and the file, for messages.
-std::string Short(const std::string& path) {
-  fs::path p(path);
-  return (p.parent_path().filename() / p.filename()).string();
-}
-
-std::string ShapeText(const std::vector<int64_t>& shape) {
-  std::string s = "(";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + ")";
-}
+using internal::Hex8;
+using internal::ShapeText;
+using internal::ShortPath;
+using internal::ToPieceStrategy;
+using internal::UtcNow;
 
 // ceil(a / b) for b > 0 and any sign of a.
 int64_t CeilDiv(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
 
 int64_t Align(int64_t v) {
   return (v + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
-}
-
-std::string UtcNow() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 // Open file descriptors, at most `cap` at a time (the least recently used is closed first), so
@@ -135,20 +114,6 @@ class FdCache {
   std::list<std::string> lru_;
   std::map<std::string, std::pair<int, std::list<std::string>::iterator>> open_;
 };
-
-EmbeddingPiece::Strategy PieceStrategy(embedding::Strategy s) {
-  switch (s) {
-    case embedding::Strategy::kTableWise:
-      return EmbeddingPiece::TABLE_WISE;
-    case embedding::Strategy::kRowWise:
-      return EmbeddingPiece::ROW_WISE;
-    case embedding::Strategy::kColumnWise:
-      return EmbeddingPiece::COLUMN_WISE;
-    case embedding::Strategy::kDataParallel:
-      return EmbeddingPiece::DATA_PARALLEL;
-  }
-  return EmbeddingPiece::TABLE_WISE;
-}
 
 // Elapsed-time and byte counting for progress reports.
 class ProgressTracker {
@@ -442,14 +407,14 @@ class CheckpointRowSource final : public RowSource {
       }
       const int64_t piece_row_bytes = p.width * esize;
       tmp_.resize(static_cast<size_t>((l1 - l0) * piece_row_bytes));
-      LOOM_ASSIGN_OR_RETURN(const int fd, src_->files_->fds.Get(file, Short(file)));
+      LOOM_ASSIGN_OR_RETURN(const int fd, src_->files_->fds.Get(file, ShortPath(file)));
       LOOM_RETURN_IF_ERROR(PreadFull(fd, tmp_.data(), tmp_.size(),
                                      e.offset() + static_cast<uint64_t>(l0 * piece_row_bytes),
-                                     Short(file) + ": tensor " + e.name()));
+                                     ShortPath(file) + ": tensor " + e.name()));
       s.crc = data::Crc32cExtend(s.crc, tmp_.data(), tmp_.size());
       s.next = l1;
       if (s.next == p.num_rows && s.crc != e.crc32c()) {
-        return DataLossError(Short(file) + ": tensor " + e.name() + " at offset " +
+        return DataLossError(ShortPath(file) + ": tensor " + e.name() + " at offset " +
                              std::to_string(e.offset()) + ": CRC-32C " + Hex8(s.crc) +
                              ", the manifest says " + Hex8(e.crc32c()) + " (corrupted)");
       }
@@ -460,9 +425,9 @@ class CheckpointRowSource final : public RowSource {
         if (p.group == 0) {
           std::memcpy(dst, src, static_cast<size_t>(piece_row_bytes));
         } else if (std::memcmp(dst, src, static_cast<size_t>(piece_row_bytes)) != 0) {
-          return DataLossError(Short(file) + ": tensor " + e.name() + ": row " + std::to_string(g) +
-                               " of the per-row state '" + gt_.slot + "' of table '" +
-                               gt_.parameter +
+          return DataLossError(ShortPath(file) + ": tensor " + e.name() + ": row " +
+                               std::to_string(g) + " of the per-row state '" + gt_.slot +
+                               "' of table '" + gt_.parameter +
                                "' differs between its column slices (the slices must agree)");
         }
       }
@@ -507,14 +472,14 @@ StatusOr<std::unique_ptr<CheckpointSource>> CheckpointSource::Open(const std::st
         return a->offset() < b->offset();
       });
       const std::string fpath = resolved + "/" + f.name();
-      LOOM_ASSIGN_OR_RETURN(const int fd, src->files_->fds.Get(fpath, Short(fpath)));
+      LOOM_ASSIGN_OR_RETURN(const int fd, src->files_->fds.Get(fpath, ShortPath(fpath)));
       uint32_t crc = 0;
       uint64_t pos = 0;
       auto skip_to = [&](uint64_t end) -> Status {
         while (pos < end) {
           const uint64_t n = std::min<uint64_t>(end - pos, uint64_t{1} << 20);
           gap.resize(static_cast<size_t>(n));
-          LOOM_RETURN_IF_ERROR(PreadFull(fd, gap.data(), n, pos, Short(fpath)));
+          LOOM_RETURN_IF_ERROR(PreadFull(fd, gap.data(), n, pos, ShortPath(fpath)));
           crc = data::Crc32cExtend(crc, gap.data(), gap.size());
           pos += n;
         }
@@ -522,7 +487,7 @@ StatusOr<std::unique_ptr<CheckpointSource>> CheckpointSource::Open(const std::st
       };
       for (const TensorEntry* e : list) {
         if (e->offset() < pos) {
-          return DataLossError(Short(fpath) + ": tensor " + e->name() +
+          return DataLossError(ShortPath(fpath) + ": tensor " + e->name() +
                                " overlaps the tensor before it (corrupted manifest)");
         }
         LOOM_RETURN_IF_ERROR(skip_to(e->offset()));
@@ -531,7 +496,7 @@ StatusOr<std::unique_ptr<CheckpointSource>> CheckpointSource::Open(const std::st
       }
       LOOM_RETURN_IF_ERROR(skip_to(f.size_bytes()));
       if (crc != f.crc32c()) {
-        return DataLossError(Short(fpath) +
+        return DataLossError(ShortPath(fpath) +
                              ": the bytes between its tensors and their CRC-32Cs "
                              "give the file CRC-32C " +
                              Hex8(crc) + ", the manifest says " + Hex8(f.crc32c()) +
@@ -1122,7 +1087,7 @@ void AddEmbeddingTargets(const CheckpointSource& src, const TargetPlan& tp, int 
       EmbeddingPiece* p = e.mutable_piece();
       p->set_table(table);
       p->set_shard(s);
-      p->set_strategy(PieceStrategy(sh.strategy));
+      p->set_strategy(ToPieceStrategy(sh.strategy));
       p->set_rank(sh.rank);
       p->set_row_stride(sh.row_stride);
       p->set_row_offset(sh.row_offset);
@@ -1146,7 +1111,7 @@ void FillTables(const CheckpointManifest& src, const TargetPlan& tp, CheckpointM
     info->set_num_rows(old.num_rows());
     info->set_dim(old.dim());
     info->set_optimizer(old.optimizer());
-    info->set_strategy(PieceStrategy(plan.strategy));
+    info->set_strategy(ToPieceStrategy(plan.strategy));
     for (int r : plan.ranks) info->add_ranks(r);
     for (int s : plan.shards) info->add_shards(s);
     for (const auto& f : old.features()) info->add_features(f);
@@ -1457,8 +1422,6 @@ bool FloatDType(const std::string& t) {
   return t == "F32" || t == "F64" || t == "BF16" || t == "F16";
 }
 
-std::string ShapeTextSt(const std::vector<int64_t>& s) { return ShapeText(s); }
-
 }  // namespace
 
 StatusOr<ConvertResult> ImportSafetensors(const std::string& weights,
@@ -1496,7 +1459,7 @@ StatusOr<ConvertResult> ImportSafetensors(const std::string& weights,
       used.insert(name);
       std::vector<int64_t> want = gt.shape;
       if (e->shape != want) {
-        problems.push_back(name + " is " + ShapeTextSt(e->shape) + " in " + fname +
+        problems.push_back(name + " is " + ShapeText(e->shape) + " in " + fname +
                            ", the checkpoint's is " + ShapeText(want));
       } else if (!FloatDType(e->dtype) || gt.dtype != DType::kF32) {
         problems.push_back(name + ": dtype " + e->dtype + " in " + fname +
@@ -1525,12 +1488,11 @@ StatusOr<ConvertResult> ImportSafetensors(const std::string& weights,
         const std::vector<int64_t> rows_only{gt.shape[0]};
         if (q->dtype != "I8" || q->shape != gt.shape || s->dtype != "F32" ||
             s->shape != rows_only || b->dtype != "F32" || b->shape != rows_only) {
-          problems.push_back(base + "weight_int8 " + q->dtype + ShapeTextSt(q->shape) +
-                             ", weight_scale " + s->dtype + ShapeTextSt(s->shape) +
-                             ", weight_bias " + b->dtype + ShapeTextSt(b->shape) + " in " + fname +
-                             "; the table needs I8" + ShapeText(gt.shape) + ", F32(" +
-                             std::to_string(gt.shape[0]) + "), F32(" + std::to_string(gt.shape[0]) +
-                             ")");
+          problems.push_back(
+              base + "weight_int8 " + q->dtype + ShapeText(q->shape) + ", weight_scale " +
+              s->dtype + ShapeText(s->shape) + ", weight_bias " + b->dtype + ShapeText(b->shape) +
+              " in " + fname + "; the table needs I8" + ShapeText(gt.shape) + ", F32(" +
+              std::to_string(gt.shape[0]) + "), F32(" + std::to_string(gt.shape[0]) + ")");
           continue;
         }
         from[g] = From::kInt8;

@@ -22,17 +22,14 @@
 #include "csrc/core/safetensors.h"
 #include "csrc/proto/config_io.h"
 #include "csrc/train/checkpoint.h"
+#include "csrc/train/checkpoint_internal.h"
 
 namespace loom::train {
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string ShapeText(const std::vector<int64_t>& shape) {
-  std::string s = "(";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + ")";
-}
+using internal::ShapeText;
 
 // A message as JSON (proto field names, every default of present messages spelled out).
 std::string MessageJson(const google::protobuf::Message& message) {
