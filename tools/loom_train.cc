@@ -25,8 +25,9 @@ Usage: loom train --config FILE.pbtxt [--set 'TEXT' ...] [flags]
   --config FILE     the LoomConfig (proto2 text format; docs/configs.md)
   --set TEXT        an override in the same syntax, applied in order after the file, e.g.
                     --set 'train { max_steps: 100 }' --set 'optimizer { lr: 0.01 }'
-  --model NAME      interformer (default) or dlrm_baseline (embeddings + mean-pooled
-                    sequences + MLP; docs/results.md)
+  --model NAME      interformer or dlrm_baseline (embeddings + mean-pooled sequences + MLP;
+                    docs/results.md): a shorthand for --set 'model { architecture: ... }'
+                    (default: the config's, ARCHITECTURE_INTERFORMER unless set)
   --data-slices S   read the training data as S slices (a multiple of the ranks; default: the
                     number of ranks). Runs with the same S and global batch see the same
                     batches at any world size dividing S (docs/training.md)
@@ -47,8 +48,8 @@ Exit status: 0 on success, 1 on a failure during setup or training, 2 for bad fl
 struct Flags {
   std::string config;
   std::vector<std::string> overrides;
-  std::string model = kModelInterFormer;
-  int resume = -1;  // -1: as configured; else a CheckpointConfig::Resume value
+  std::string model;  // empty: the config's model.architecture
+  int resume = -1;    // -1: as configured; else a CheckpointConfig::Resume value
   int data_slices = 0;
   bool print_config = false;
 };
@@ -86,7 +87,8 @@ int ParseFlags(int argc, char** argv, Flags* f, std::string* error) {
       f->overrides.push_back(v);
     } else if (a == "--model") {
       if (!take(&f->model)) return 2;
-      if (f->model != kModelInterFormer && f->model != kModelDlrmBaseline) {
+      proto::ModelConfig check;
+      if (!SetModelType(f->model, &check).ok()) {
         *error = "--model: '" + f->model + "' is not interformer or dlrm_baseline";
         return 2;
       }
@@ -147,6 +149,7 @@ int Main(int argc, char** argv) {
     if (first) std::fprintf(stderr, "loom train: %s\n", config.status().message().c_str());
     return 2;
   }
+  if (!flags.model.empty()) LOOM_CHECK_OK(SetModelType(flags.model, config->mutable_model()));
   if (flags.resume >= 0) {
     config->mutable_train()->mutable_checkpoint()->set_resume(
         static_cast<proto::CheckpointConfig::Resume>(flags.resume));
@@ -174,7 +177,6 @@ int Main(int argc, char** argv) {
                          << " override(s), effective config:\n"
                          << config::ToText(config::EffectiveConfig(*config));
     TrainerOptions opts;
-    opts.model_type = flags.model;
     opts.data_slices = flags.data_slices;
     opts.producer = "loom_train (config " + flags.config + ")";
     auto trainer = Trainer::Create(*config, comm->get(), opts);

@@ -51,6 +51,24 @@ StatusOr<std::unique_ptr<DenseModel>> Adapt(const std::string& type,
 
 }  // namespace
 
+std::string ModelTypeName(const proto::ModelConfig& config) {
+  return config.architecture() == proto::ModelConfig::ARCHITECTURE_DLRM_BASELINE
+             ? kModelDlrmBaseline
+             : kModelInterFormer;
+}
+
+Status SetModelType(const std::string& name, proto::ModelConfig* config) {
+  if (name == kModelInterFormer) {
+    config->set_architecture(proto::ModelConfig::ARCHITECTURE_INTERFORMER);
+  } else if (name == kModelDlrmBaseline) {
+    config->set_architecture(proto::ModelConfig::ARCHITECTURE_DLRM_BASELINE);
+  } else {
+    return InvalidArgumentError("model type '" + name + "' is not one of " + kModelInterFormer +
+                                ", " + kModelDlrmBaseline);
+  }
+  return Status::Ok();
+}
+
 StatusOr<std::unique_ptr<DenseModel>> CreateDenseModel(const std::string& type,
                                                        const proto::ModelConfig& config,
                                                        int64_t max_batch, int64_t seq_len,

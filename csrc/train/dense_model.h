@@ -46,9 +46,15 @@ class DenseModel {
   virtual const model::DenseInputGrads& input_grads() const = 0;
 };
 
-// The model types CreateDenseModel accepts.
+// The model types CreateDenseModel accepts: the names of model.architecture
+// (ModelConfig::Architecture) in flags, manifests and exports.
 inline constexpr char kModelInterFormer[] = "interformer";
 inline constexpr char kModelDlrmBaseline[] = "dlrm_baseline";
+
+// The name of config.architecture(): kModelInterFormer or kModelDlrmBaseline.
+std::string ModelTypeName(const proto::ModelConfig& config);
+// Sets config->architecture from a name; InvalidArgument naming the accepted ones otherwise.
+Status SetModelType(const std::string& name, proto::ModelConfig* config);
 
 // Creates the model `type` for at most max_batch samples of seq_len tokens (config: the model
 // section; both types read its input-shape fields, the baseline also head_hidden_dims and

@@ -48,8 +48,12 @@ int64_t Batches(int64_t rows, int64_t batch, bool drop_remainder) {
 
 }  // namespace
 
-uint64_t ModelHash(const proto::LoomConfig& config, const std::string& model_type) {
-  std::string text = "model_type=" + model_type + "\n" + config::ToText(config.model());
+uint64_t ModelHash(const proto::LoomConfig& config) {
+  // The architecture enters as its name (as before the field existed, so a config that spells
+  // out the default hashes like one that does not).
+  proto::ModelConfig model = config.model();
+  model.clear_architecture();
+  std::string text = "model_type=" + ModelTypeName(config.model()) + "\n" + config::ToText(model);
   for (const auto& t : config.embedding().tables()) {
     text += "table " + t.name() + " " + std::to_string(t.num_rows()) + " " +
             std::to_string(t.dim()) + " " + std::to_string(static_cast<int>(t.optimizer().type())) +
@@ -177,9 +181,9 @@ Status Trainer::Init(const proto::LoomConfig& config, comm::Communicator* comm,
 
   // Inputs, embeddings, model, optimizer.
   const int64_t max_batch = std::max(batch_size_, eval_batch_size_);
-  LOOM_ASSIGN_OR_RETURN(
-      InputAdapter adapter,
-      InputAdapter::Create(config_, schema_, max_batch, options.model_type == kModelDlrmBaseline));
+  LOOM_ASSIGN_OR_RETURN(InputAdapter adapter,
+                        InputAdapter::Create(config_, schema_, max_batch,
+                                             ModelTypeName(config_.model()) == kModelDlrmBaseline));
   adapter_.emplace(std::move(adapter));
   embedding::CollectionOptions copts;
   copts.batch_size = max_batch;
@@ -187,8 +191,8 @@ Status Trainer::Init(const proto::LoomConfig& config, comm::Communicator* comm,
   copts.log_plan = true;
   LOOM_ASSIGN_OR_RETURN(embeddings_,
                         embedding::EmbeddingCollection::Create(config_.embedding(), comm, copts));
-  LOOM_ASSIGN_OR_RETURN(model_, CreateDenseModel(options.model_type, config_.model(), max_batch,
-                                                 adapter_->seq_len(), Device::Cpu()));
+  LOOM_ASSIGN_OR_RETURN(model_, CreateDenseModel(ModelTypeName(config_.model()), config_.model(),
+                                                 max_batch, adapter_->seq_len(), Device::Cpu()));
   model_->Initialize(train.seed());
   std::vector<optim::DenseParam> params;
   for (model::Parameter& p : model_->parameters().parameters()) {
@@ -202,7 +206,7 @@ Status Trainer::Init(const proto::LoomConfig& config, comm::Communicator* comm,
   ck.keep_last = train.checkpoint().keep_last();
   ck.producer = options.producer;
   checkpointer_ = std::make_unique<Checkpointer>(comm, ck);
-  model_hash_ = ModelHash(config_, options.model_type);
+  model_hash_ = ModelHash(config_);
   // Dropout masks: Philox keyed by (seed with the rank folded in, site, step).
   dropout_seed_ = train.seed() + static_cast<uint64_t>(rank_) * 0x9E3779B97F4A7C15ull;
 

@@ -61,8 +61,6 @@
 namespace loom::train {
 
 struct TrainerOptions {
-  // The dense model: kModelInterFormer or kModelDlrmBaseline (dense_model.h).
-  std::string model_type = kModelInterFormer;
   // Size of one gradient all-reduce bucket (bytes, > 0).
   int64_t grad_bucket_bytes = 4 << 20;
   // Write the effective config, metrics.jsonl and train_log.jsonl into the run directory
@@ -201,7 +199,7 @@ class Trainer {
 Status AgreeOnStatus(comm::Communicator* comm, const Status& local);
 
 // The model hash of a config (see Trainer::model_hash).
-uint64_t ModelHash(const proto::LoomConfig& config, const std::string& model_type);
+uint64_t ModelHash(const proto::LoomConfig& config);
 
 }  // namespace loom::train
 

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 # enum field -> (proto value prefix, short value names in proto number order)
 ENUMS = {
+    "architecture": ("ARCHITECTURE_", ["INTERFORMER", "DLRM_BASELINE"]),
     "interleaving": ("INTERLEAVING_", ["INT", "N2S", "S2N", "SEP", "SOLE"]),
     "final_summary": ("FINAL_SUMMARY_", ["EXTRA_CROSS", "LITERAL"]),
     "masknet_activation": ("MASKNET_ACTIVATION_", ["RELU", "SILU"]),
@@ -47,6 +48,7 @@ ENUMS = {
 DEFAULT_HEAD_HIDDEN_DIMS = [1024, 512, 256, 128]
 
 DEFAULTS = {
+    "architecture": "INTERFORMER",
     "embedding_dim": 64,
     "num_dense_features": 0,
     "num_sparse_features": 0,
@@ -185,6 +187,8 @@ class ModelConfig:
             if not ok:
                 raise ValueError(f"model_config: {msg}")
 
+        need(c.architecture == "INTERFORMER",
+             f"architecture {c.architecture}: this reference implements the InterFormer only")
         need(d >= 2, f"embedding_dim={d} must be >= 2")
         need(c.num_dense_features >= 0 and c.num_sparse_features >= 0, "feature counts >= 0")
         need(c.num_sequences >= 1, "num_sequences must be >= 1")

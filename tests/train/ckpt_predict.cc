@@ -40,7 +40,7 @@ namespace loom::train {
 namespace {
 
 struct Flags {
-  std::string config, checkpoint, out, model = kModelInterFormer;
+  std::string config, checkpoint, out, model;  // model: empty = the config's
   std::vector<std::string> overrides;
   int data_slices = 0;
   int64_t batch = 0;  // rows per forward on each rank; 0 = the local training batch
@@ -104,6 +104,12 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "ckpt_predict: %s\n", config.status().message().c_str());
     return 2;
   }
+  if (!flags.model.empty()) {
+    if (Status st = SetModelType(flags.model, config->mutable_model()); !st.ok()) {
+      std::fprintf(stderr, "ckpt_predict: --model: %s\n", st.message().c_str());
+      return 2;
+    }
+  }
   proto::TrainConfig* train = config->mutable_train();
   train->mutable_checkpoint()->set_dir(flags.checkpoint);
   train->mutable_checkpoint()->set_resume(proto::CheckpointConfig::RESUME_REQUIRED);
@@ -123,7 +129,6 @@ int Main(int argc, char** argv) {
     }
     comm::Communicator* c = comm->get();
     TrainerOptions opts;
-    opts.model_type = flags.model;
     opts.write_run_files = false;
     opts.data_slices = flags.data_slices;
     auto trainer = Trainer::Create(*config, c, opts);
@@ -145,8 +150,8 @@ int Main(int argc, char** argv) {
       LOOM_CHECK_OK(reader.status());
       const proto::DataSchema schema = (*reader)->schema();
       const int64_t batch_size = flags.batch > 0 ? flags.batch : t.local_batch_size();
-      auto adapter =
-          InputAdapter::Create(*config, schema, batch_size, flags.model == kModelDlrmBaseline);
+      auto adapter = InputAdapter::Create(*config, schema, batch_size,
+                                          ModelTypeName(config->model()) == kModelDlrmBaseline);
       LOOM_CHECK_OK(adapter.status());
       data::Batch batch, empty;
       InputAdapter::MakeEmptyBatch(schema, &empty);
