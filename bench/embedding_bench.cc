@@ -14,19 +14,26 @@
 // cores than ranks x threads, pass -x OMPI_MCA_mpi_yield_when_idle=1 to mpirun, or ranks
 // waiting in a collective spin and steal the CPU of the rank they wait for.
 //
-// Bytes counted (per rank, logical traffic, the way FBGEMM reports TBE bandwidth):
-//   forward   items * D * 4 (row slices read) + output floats * 4 (written)
-//   backward  items * D * 4 (output-gradient slices read) + touched rows * (D * 4 * 2 weights
+// Bytes counted (per rank). The headline ("needed") counts each byte the step must move once:
+//   forward   distinct rows this rank requested * D * 4 (read) + ids and offsets * 8 (read)
+//             + output floats * 4 (written: pooled, sequences, masks)
+//   backward  output-gradient floats * 4 (read) + touched rows owned here * (D * 4 * 2 weights
 //             read + written, + 4 * 2 row-wise state)
 //   memcpy    2 * size (read + written) of a 64 MiB copy, timed right before every step;
 //             the "of memcpy" column is the median over steps of step GB/s / that copy's GB/s
-// so "achieved GB/s" and memcpy GB/s count the same kind of traffic. Zipf ids repeat: rows
-// served from cache can push the ratio over 100% (the "effective bandwidth" of cuEmbed).
+// so "achieved GB/s" and memcpy GB/s count the same kind of traffic. A second line per phase
+// gives the logical traffic, the way FBGEMM reports TBE bandwidth (every item's row slice, or
+// output-gradient slice, counted again: items * D * 4 instead of distinct rows * D * 4 or the
+// gradient once), which Zipf's duplicates inflate ~3x on the row side; earlier reports
+// (docs/performance.md) used it. The stage breakdown is printed twice: wall ms, and process
+// CPU ms (all threads), which descheduling on a shared machine does not inflate.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <random>
 #include <string>
@@ -48,6 +55,13 @@ using loom::embedding::EmbeddingGrads;
 
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// CPU seconds of all threads of this process.
+double CpuNow() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
 double Median(std::vector<double> v) {
@@ -227,23 +241,26 @@ int main(int argc, char** argv) {
                              "reduce (+update if fused)",
                              "exchange row sums",
                              "update"};
-    std::vector<std::vector<double>> stage_times(13);
-    double items = 0, touched = 0;
+    std::vector<std::vector<double>> stage_times(13), stage_cpu(13);
+    double items = 0, touched = 0, requested = 0;
     for (int64_t r = 0; r < reps; ++r) {
       const EmbeddingBatch& bt = batches[r % kBatches];
       int64_t n = 0, u = 0;
       int st = 0;
-      double t_stage = 0;
+      double t_stage = 0, c_stage = 0;
       auto lap = [&]() {
-        const double t = Now();
+        const double t = Now(), c = CpuNow();
+        stage_cpu[st].push_back(c - c_stage);
         stage_times[st++].push_back(t - t_stage);
         t_stage = t;
+        c_stage = c;
       };
       comm->Barrier();
       copy_gbps.push_back(MemcpyOnce(copy_a, copy_b, copy_bytes));
       comm->Barrier();
       double t0 = Now();
       t_stage = t0;
+      c_stage = CpuNow();
       n = emb->StageBucketize(bt);
       lap();
       emb->StageDedup();
@@ -260,8 +277,10 @@ int main(int argc, char** argv) {
       lap();
       tf.push_back(Now() - t0);
       comm->Barrier();
+      for (int g = 0; g <= R; ++g) requested += static_cast<double>(emb->unique_count(g));
       t0 = Now();
       t_stage = t0;
+      c_stage = CpuNow();
       emb->StagePackGradients(grads, 1e-3f);
       lap();
       emb->StageExchangeGradients();
@@ -280,18 +299,27 @@ int main(int argc, char** argv) {
     }
     items /= static_cast<double>(reps);
     touched /= static_cast<double>(reps);
+    requested /= static_cast<double>(reps);
     const double out_floats = static_cast<double>(batch) * (2 * dim + seq * dim + seq);
-    const double fwd_bytes = items * dim * 4 + out_floats * 4;
-    const double bwd_bytes = items * dim * 4 + touched * (dim * 4 * 2 + 8);
+    const double grad_floats = static_cast<double>(batch) * (2 * dim + seq * dim);
+    const double id_words = static_cast<double>(ids_per_batch) + 3.0 * (batch + 1);
+    // Needed bytes (the headline) and logical bytes (FBGEMM's convention), see the top.
+    const double fwd_bytes = requested * dim * 4 + id_words * 8 + out_floats * 4;
+    const double bwd_bytes = grad_floats * 4 + touched * (dim * 4 * 2 + 8);
+    const double fwd_logical = items * dim * 4 + out_floats * 4;
+    const double bwd_logical = items * dim * 4 + touched * (dim * 4 * 2 + 8);
     const double f_s = Median(tf), b_s = Median(tb);
     const double f_gbps = fwd_bytes / f_s / 1e9, b_gbps = bwd_bytes / b_s / 1e9;
     const double memcpy_gbps = Median(copy_gbps);
-    std::vector<double> f_ratio, b_ratio;
+    std::vector<double> f_ratio, b_ratio, fl_ratio, bl_ratio;
     for (size_t k = 0; k < tf.size(); ++k) {
       f_ratio.push_back(fwd_bytes / tf[k] / 1e9 / copy_gbps[k]);
       b_ratio.push_back(bwd_bytes / tb[k] / 1e9 / copy_gbps[k]);
+      fl_ratio.push_back(fwd_logical / tf[k] / 1e9 / copy_gbps[k]);
+      bl_ratio.push_back(bwd_logical / tb[k] / 1e9 / copy_gbps[k]);
     }
     const double f_frac = Median(f_ratio), b_frac = Median(b_ratio);
+    const double fl_frac = Median(fl_ratio), bl_frac = Median(bl_ratio);
     loom::HostFree(copy_a);
     loom::HostFree(copy_b);
     // Rank 0 prints; every rank's numbers are similar (same sizes, balanced plan).
@@ -299,9 +327,12 @@ int main(int argc, char** argv) {
       printf(
           "embedding_bench: R=%d ranks, %d OpenMP threads/rank, B=%lld/rank, 2 tables %lld x %d "
           "(row-wise Adagrad), Zipf(1.05), mean hotness %d, T=%d, %.0f items/step/rank, "
-          "%.0f ids/batch, %.0f touched rows/step on rank 0\n",
+          "%.0f ids/batch, %.0f distinct rows requested/step, %.0f touched rows/step on rank 0\n",
           R, omp_get_max_threads(), static_cast<long long>(batch), static_cast<long long>(rows),
-          dim, hot, seq, items, static_cast<double>(ids_per_batch), touched);
+          dim, hot, seq, items, static_cast<double>(ids_per_batch), requested, touched);
+      double load[3] = {0, 0, 0};
+      if (getloadavg(load, 3) == 3)
+        printf("load average %.2f %.2f %.2f\n", load[0], load[1], load[2]);
       printf("%-22s %10s %14s %10s %14s\n", "phase", "ms (med)", "Mitems/s", "GB/s",
              "of memcpy (*)");
       printf("%-22s %10s %14s %10.2f %13.0f%%\n", "memcpy (64 MiB)", "-", "-", memcpy_gbps, 100.0);
@@ -309,10 +340,17 @@ int main(int argc, char** argv) {
              items / f_s / 1e6, f_gbps, 100.0 * f_frac);
       printf("%-22s %10.2f %14.2f %10.2f %13.1f%%\n", "backward + update", b_s * 1e3,
              items / b_s / 1e6, b_gbps, 100.0 * b_frac);
+      printf("%-22s %10.2f %14.2f %10.2f %13.1f%%\n", "  forward (logical)", f_s * 1e3,
+             items / f_s / 1e6, fwd_logical / f_s / 1e9, 100.0 * fl_frac);
+      printf("%-22s %10.2f %14.2f %10.2f %13.1f%%\n", "  backward (logical)", b_s * 1e3,
+             items / b_s / 1e6, bwd_logical / b_s / 1e9, 100.0 * bl_frac);
       printf("(*) median over the steps of (step GB/s / memcpy GB/s measured just before it)\n");
       printf("stage breakdown (median ms):");
       for (int k = 0; k < 13; ++k)
         printf(" %s %.2f%s", kStages[k], Median(stage_times[k]) * 1e3, k == 12 ? "\n" : ",");
+      printf("stage breakdown (median process CPU ms, all threads):");
+      for (int k = 0; k < 13; ++k)
+        printf(" %s %.2f%s", kStages[k], Median(stage_cpu[k]) * 1e3, k == 12 ? "\n" : ",");
       std::ofstream out(json);
       if (out) {
         out << "{\"bench\": \"embedding_bench\", \"ranks\": " << R
@@ -322,7 +360,10 @@ int main(int argc, char** argv) {
             << ", \"touched_rows\": " << touched << ", \"memcpy_gbps\": " << memcpy_gbps
             << ", \"forward_ms\": " << f_s * 1e3 << ", \"forward_gbps\": " << f_gbps
             << ", \"forward_fraction\": " << f_frac << ", \"backward_ms\": " << b_s * 1e3
-            << ", \"backward_gbps\": " << b_gbps << ", \"backward_fraction\": " << b_frac << "}\n";
+            << ", \"backward_gbps\": " << b_gbps << ", \"backward_fraction\": " << b_frac
+            << ", \"bytes\": \"needed\", \"forward_fraction_logical\": " << fl_frac
+            << ", \"backward_fraction_logical\": " << bl_frac
+            << ", \"distinct_rows_requested\": " << requested << "}\n";
         printf("wrote %s\n", json.c_str());
       } else {
         printf("could not write %s\n", json.c_str());

@@ -931,6 +931,18 @@ void EmbeddingCollection::StageUpdate(float lr_scale) {
     CHECK_EQ(lr_scale, lr_scale_) << "StageReduce already applied the update with lr_scale "
                                   << lr_scale_;
   }
+  {  // ---- Non-lazy Adam (update_mode UPDATE_DENSE; sparse_optimizer.h): the held rows the
+     // batch did not touch take their zero-gradient step too. O(S) without such tables. ----
+    UntouchedArgs d;
+    d.num_shards = static_cast<int>(shard_views_.size());
+    d.shards = shard_views_.data();
+    d.params = params_.data();
+    d.num_touched = num_merged_;
+    d.touched_keys = Buf<uint64_t>(kMergedKey);
+    d.row_bits = plan_.row_bits;
+    d.lr_scale = lr_scale;
+    StepUntouchedRows(ExecContext::Cpu(), d);
+  }  // ---- end non-lazy Adam ----
   fused_ = false;
   stage_ = kStageIdle;
 }

@@ -3,6 +3,7 @@
 #include "csrc/embedding/embedding_kernels.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include <omp.h>
@@ -24,18 +25,108 @@ inline void BagRange(const FeatureRoute& fr, int64_t b, int64_t* first, int64_t*
   *len = n;
 }
 
-// Prefetches the row slice item i + kAhead will read (random rows of a large table are
-// latency-bound; a few rows in flight per thread hide most of it).
-constexpr int64_t kAhead = 6;
+// Prefetches a row slice (random rows of a large table are latency-bound; a few rows in
+// flight per thread hide most of it).
 inline void PrefetchRow(const float* p, int width) {
   const char* c = reinterpret_cast<const char*>(p);
   for (int b = 0; b < width * 4; b += 64) __builtin_prefetch(c + b);
 }
 
+// Items ahead the pool prefetches the row of (a 64-float row is 4 cache lines; the pool is
+// bound by misses in flight, and a much longer distance only stalls on full fill buffers).
+constexpr int64_t kPoolAhead = 8;
+
 // dst[c] += s * src[c]; written so the compiler vectorizes it (no reassociation needed).
+template <int W>
+inline void AxpyFixed(float* __restrict dst, const float* __restrict src, float s) {
+#pragma omp simd
+  for (int c = 0; c < W; ++c) dst[c] += s * src[c];
+}
 inline void Axpy(float* __restrict dst, const float* __restrict src, float s, int w) {
+  switch (w) {  // the common widths fully unrolled, the rest in a loop: the same operations
+    case 16:
+      return AxpyFixed<16>(dst, src, s);
+    case 32:
+      return AxpyFixed<32>(dst, src, s);
+    case 64:
+      return AxpyFixed<64>(dst, src, s);
+    case 128:
+      return AxpyFixed<128>(dst, src, s);
+    default:
+      break;
+  }
 #pragma omp simd
   for (int c = 0; c < w; ++c) dst[c] += s * src[c];
+}
+
+// dst[0, w) = src[0, w): inline vector moves for the common widths instead of a memcpy call.
+template <int W>
+inline void CopyFixed(float* __restrict dst, const float* __restrict src) {
+#pragma omp simd
+  for (int c = 0; c < W; ++c) dst[c] = src[c];
+}
+inline void CopyRow(float* __restrict dst, const float* __restrict src, int w) {
+  switch (w) {
+    case 16:
+      return CopyFixed<16>(dst, src);
+    case 32:
+      return CopyFixed<32>(dst, src);
+    case 64:
+      return CopyFixed<64>(dst, src);
+    case 128:
+      return CopyFixed<128>(dst, src);
+    default:
+      std::memcpy(dst, src, w * sizeof(float));
+  }
+}
+
+// Pass 2 of Bucketize for bag g: its items, in canonical order, from position item on.
+inline void BucketizeBag(const BucketizeArgs& a, int64_t g, int64_t item) {
+  const int F = a.num_features;
+  const int64_t b = g / F;
+  const FeatureRoute& fr = a.features[g % F];
+  int64_t first, len, raw_len;
+  BagRange(fr, b, &first, &len, &raw_len);
+  const bool seq = fr.kind == static_cast<int>(FeatureKind::kSequence);
+  const float inv_len = len > 0 ? 1.0f / static_cast<float>(len) : 0.0f;
+  const bool modulo = fr.mapping == static_cast<int>(IdMapping::kModulo);
+  const bool rw = fr.strategy == static_cast<int>(Strategy::kRowWise);
+  const bool parts_pow2 = (fr.num_parts & (fr.num_parts - 1)) == 0;
+  const int parts_shift = parts_pow2 ? __builtin_ctz(static_cast<unsigned>(fr.num_parts)) : 0;
+  for (int64_t p = 0; p < len; ++p) {
+    // MapId, without its 64-bit division for the common MODULO id already below num_rows.
+    const int64_t id = fr.ids[first + p];
+    const int64_t row = modulo && static_cast<uint64_t>(id) < static_cast<uint64_t>(fr.num_rows)
+                            ? id
+                            : MapId(id, fr.mapping, fr.num_rows, fr.hash_seed);
+    float scale = 1.0f;
+    if (!seq && fr.pooling == static_cast<int>(Pooling::kMean)) scale = inv_len;
+    if (!seq && fr.pooling == static_cast<int>(Pooling::kWeightedSum)) {
+      scale = fr.weights[first + p];
+    }
+    const int64_t out_base = seq ? (b * fr.max_length + (fr.max_length - len + p)) * fr.dim
+                                 : b * fr.out_stride + fr.out_col;
+    int part = fr.part_begin;
+    int64_t local = row;
+    int parts_here = 1;
+    if (rw && parts_pow2) {  // row % n and row / n as a mask and a shift (row >= 0)
+      part = fr.part_begin + static_cast<int>(row & (fr.num_parts - 1));
+      local = row >> parts_shift;
+    } else if (rw) {
+      part = fr.part_begin + static_cast<int>(row % fr.num_parts);
+      local = row / fr.num_parts;
+    } else if (fr.strategy == static_cast<int>(Strategy::kColumnWise)) {
+      parts_here = fr.num_parts;
+    }
+    for (int k = 0; k < parts_here; ++k, ++item) {
+      const RoutePart& rp = a.parts[part + k];
+      a.item_key[item] =
+          (static_cast<uint64_t>(rp.slot) << a.row_bits) | static_cast<uint64_t>(local);
+      a.item_part[item] = part + k;
+      a.item_scale[item] = scale;
+      a.item_out[item] = out_base + rp.col_begin;
+    }
+  }
 }
 
 }  // namespace
@@ -44,28 +135,67 @@ int64_t BucketizeCpu(const BucketizeArgs& a, BucketizeError* error) {
   const int F = a.num_features;
   const int64_t B = a.batch;
   const int64_t num_bags = B * F;
-  // Pass 1: items per bag, and the first bad bag.
-  int64_t first_bad = num_bags;
-#pragma omp parallel for schedule(static) reduction(min : first_bad)
-  for (int64_t g = 0; g < num_bags; ++g) {
-    const int64_t b = g / F;
+  // One parallel region and no barrier (on a loaded machine every synchronization can wait a
+  // scheduler slice for a preempted sibling). Each thread owns a contiguous chunk of bags and
+  // finds where its items start by summing the lengths of the bags before its chunk itself
+  // (offsets only: a few microseconds). Pass 1 counts its bags' items and finds its first bad
+  // bag; pass 2 fills its items, unless its chunk has a bad bag or a bag before it is too long
+  // (then the item positions could overrun the buffers; the step fails anyway).
+  constexpr int kMaxThreads = 256;
+  int64_t chunk_bad[kMaxThreads];
+  int threads = 1;
+  auto bag_items = [&](int64_t g, bool* too_long) {
     const FeatureRoute& fr = a.features[g % F];
     int64_t first, len, raw_len;
-    BagRange(fr, b, &first, &len, &raw_len);
-    const bool cw = fr.strategy == static_cast<int>(Strategy::kColumnWise);
-    a.bag_item_begin[g + 1] = len * (cw ? fr.num_parts : 1);
-    bool bad = raw_len < 0 ||
-               (fr.kind != static_cast<int>(FeatureKind::kSequence) && raw_len > fr.max_ids);
-    if (!bad && fr.mapping == static_cast<int>(IdMapping::kDirect)) {
-      for (int64_t i = first; i < first + len; ++i) {
-        if (fr.ids[i] < 0 || fr.ids[i] >= fr.num_rows) {
-          bad = true;
-          break;
+    BagRange(fr, g / F, &first, &len, &raw_len);
+    *too_long = raw_len < 0 ||
+                (fr.kind != static_cast<int>(FeatureKind::kSequence) && raw_len > fr.max_ids);
+    return len * (fr.strategy == static_cast<int>(Strategy::kColumnWise) ? fr.num_parts : 1);
+  };
+#pragma omp parallel num_threads(std::min(omp_get_max_threads(), kMaxThreads))
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    if (t == 0) threads = nt;
+    const int64_t g0 = num_bags * t / nt, g1 = num_bags * (t + 1) / nt;
+    int64_t base = 0, bad_bag = num_bags;
+    bool lengths_ok = true;
+    for (int64_t g = 0; g < g0; ++g) {
+      bool too_long;
+      base += bag_items(g, &too_long);
+      lengths_ok = lengths_ok && !too_long;
+    }
+    if (t == 0) a.bag_item_begin[0] = 0;
+    int64_t next = base;
+    for (int64_t g = g0; g < g1; ++g) {
+      bool too_long;
+      next += bag_items(g, &too_long);
+      a.bag_item_begin[g + 1] = next;
+      bool bad = too_long;
+      lengths_ok = lengths_ok && !too_long;
+      const FeatureRoute& fr = a.features[g % F];
+      if (!bad && fr.mapping == static_cast<int>(IdMapping::kDirect)) {
+        int64_t first, len, raw_len;
+        BagRange(fr, g / F, &first, &len, &raw_len);
+        for (int64_t i = first; i < first + len; ++i) {
+          if (fr.ids[i] < 0 || fr.ids[i] >= fr.num_rows) {
+            bad = true;
+            break;
+          }
         }
       }
+      if (bad && g < bad_bag) bad_bag = g;
     }
-    if (bad && g < first_bad) first_bad = g;
+    chunk_bad[t] = bad_bag;
+    if (lengths_ok && bad_bag == num_bags) {
+      int64_t item = base;
+      for (int64_t g = g0; g < g1; ++g) {
+        BucketizeBag(a, g, item);
+        item = a.bag_item_begin[g + 1];  // written by this thread above
+      }
+    }
   }
+  int64_t first_bad = num_bags;
+  for (int u = 0; u < threads; ++u) first_bad = std::min(first_bad, chunk_bad[u]);
   if (first_bad < num_bags) {
     const int64_t b = first_bad / F;
     const int f = static_cast<int>(first_bad % F);
@@ -89,51 +219,134 @@ int64_t BucketizeCpu(const BucketizeArgs& a, BucketizeError* error) {
     }
     return -1;
   }
-  a.bag_item_begin[0] = 0;
-  for (int64_t g = 0; g < num_bags; ++g) a.bag_item_begin[g + 1] += a.bag_item_begin[g];
-    // Pass 2: fill the items.
-#pragma omp parallel for schedule(static)
-  for (int64_t g = 0; g < num_bags; ++g) {
-    const int64_t b = g / F;
-    const FeatureRoute& fr = a.features[g % F];
-    int64_t first, len, raw_len;
-    BagRange(fr, b, &first, &len, &raw_len);
-    int64_t item = a.bag_item_begin[g];
-    const bool seq = fr.kind == static_cast<int>(FeatureKind::kSequence);
-    const float inv_len = len > 0 ? 1.0f / static_cast<float>(len) : 0.0f;
-    for (int64_t p = 0; p < len; ++p) {
-      const int64_t row = MapId(fr.ids[first + p], fr.mapping, fr.num_rows, fr.hash_seed);
-      float scale = 1.0f;
-      if (!seq && fr.pooling == static_cast<int>(Pooling::kMean)) scale = inv_len;
-      if (!seq && fr.pooling == static_cast<int>(Pooling::kWeightedSum)) {
-        scale = fr.weights[first + p];
-      }
-      const int64_t out_base = seq ? (b * fr.max_length + (fr.max_length - len + p)) * fr.dim
-                                   : b * fr.out_stride + fr.out_col;
-      int part = fr.part_begin;
-      int64_t local = row;
-      int parts_here = 1;
-      if (fr.strategy == static_cast<int>(Strategy::kRowWise)) {
-        part = fr.part_begin + static_cast<int>(row % fr.num_parts);
-        local = row / fr.num_parts;
-      } else if (fr.strategy == static_cast<int>(Strategy::kColumnWise)) {
-        parts_here = fr.num_parts;
-      }
-      for (int k = 0; k < parts_here; ++k, ++item) {
-        const RoutePart& rp = a.parts[part + k];
-        a.item_key[item] =
-            (static_cast<uint64_t>(rp.slot) << a.row_bits) | static_cast<uint64_t>(local);
-        a.item_part[item] = part + k;
-        a.item_scale[item] = scale;
-        a.item_out[item] = out_base + rp.col_begin;
-      }
-    }
-  }
   return a.bag_item_begin[num_bags];
 }
 
-// 8-bit digits: 256 buckets keep the scatter's write streams within L1 and TLB reach.
-constexpr int kDigitBits = 8;
+namespace {
+
+// Digits of at most 11 bits (2048 buckets, the histogram's row): keys of up to 22 bits (a
+// 1M-row table and a few shards) sort in two passes.
+constexpr int kDigitBits = 11;
+constexpr int kMaxPackedPasses = 4;
+
+// Returns the bits an index below n needs (at least 1).
+inline int IndexBits(int64_t n) {
+  int b = 1;
+  while ((int64_t{1} << b) < n) ++b;
+  return b;
+}
+
+// Keys per thread below which the packed sort does not split: a pass over fewer keys costs
+// less than the two barriers around it, and on a shared, loaded machine a barrier waits for a
+// descheduled sibling for a whole scheduler slice (measured: 107K keys sort in ~1 ms of CPU on
+// one thread, ~24 ms wall on two at load 5).
+constexpr int64_t kMinSortKeysPerThread = int64_t{1} << 17;
+
+// LSD radix sort of words (key << index_bits) | index on `threads` threads. Each thread owns
+// one contiguous chunk of every pass's input: it counts the chunk's digits (a lone thread counts
+// every pass's digits in one read), then scatters the chunk in order (the first pass builds the
+// words from the keys); at the end it writes perm, the runs and the inverse for its chunk of
+// the sorted words. A word moves 8 bytes where a (key, index) pair moves 12, and the index
+// rides in the word, so there is no value stream.
+// Stable: within a digit, thread t's words land after those of threads < t, in chunk order.
+// hist holds threads * passes * buckets counters (the int64 histogram scratch, as uint32).
+int64_t SortUniquePacked(const SortUniqueArgs& a, int index_bits, int passes, int threads,
+                         uint32_t* hist) {
+  const int64_t n = a.n;
+  const int digit_bits = (a.bits + passes - 1) / passes;
+  const int buckets = 1 << digit_bits;
+  const uint64_t mask = static_cast<uint64_t>(buckets - 1);
+  const uint64_t index_mask = (uint64_t{1} << index_bits) - 1;
+  const int64_t stride = static_cast<int64_t>(passes) * buckets;  // counters per thread
+  // Sorted words end in keys_tmp (odd passes) or keys.
+  const uint64_t* sorted = passes % 2 == 1 ? a.keys_tmp : a.keys;
+  int64_t num_unique = 0;
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
+    uint32_t* h = hist + t * stride;
+    uint32_t off[1 << kDigitBits];
+    for (int p = 0; p < passes; ++p) {
+      // Pass p reads the raw keys (p = 0) or the words of pass p - 1.
+      const uint64_t* in = p == 0 ? a.keys : p % 2 == 1 ? a.keys_tmp : a.keys;
+      uint64_t* out = p % 2 == 0 ? a.keys_tmp : a.keys;
+      const int shift = p == 0 ? 0 : index_bits + p * digit_bits;
+      uint32_t* hp = h + p * buckets;  // counts of pass p: read by all threads after a barrier
+      if (nt > 1) {
+        std::fill(hp, hp + buckets, 0u);
+        for (int64_t i = lo; i < hi; ++i) ++hp[(in[i] >> shift) & mask];
+      } else if (p == 0) {  // one thread: its chunk is everything, count every digit at once
+        std::fill(h, h + stride, 0u);
+        for (int64_t i = 0; i < n; ++i) {
+          const uint64_t k = in[i];
+          for (int q = 0; q < passes; ++q) ++h[q * buckets + ((k >> (q * digit_bits)) & mask)];
+        }
+      }
+#pragma omp barrier
+      // This thread's write positions: all threads' words of smaller digits, then the words of
+      // this digit from threads < t.
+      uint32_t base = 0;
+      for (int d = 0; d < buckets; ++d) {
+        uint32_t before = 0, total = 0;
+        for (int u = 0; u < nt; ++u) {
+          const uint32_t c = hist[u * stride + p * buckets + d];
+          before += u < t ? c : 0u;
+          total += c;
+        }
+        off[d] = base + before;
+        base += total;
+      }
+      if (p == 0) {
+        for (int64_t i = lo; i < hi; ++i) {
+          const uint64_t k = in[i];
+          out[off[k & mask]++] = (k << index_bits) | static_cast<uint64_t>(i);
+        }
+      } else {
+        for (int64_t i = lo; i < hi; ++i) {
+          const uint64_t w = in[i];
+          out[off[(w >> shift) & mask]++] = w;
+        }
+      }
+#pragma omp barrier
+    }
+    // Runs: count the run starts of this chunk, then number them after those of lower chunks.
+    uint32_t starts = 0;
+    for (int64_t i = lo; i < hi; ++i) {
+      starts += i == 0 || (sorted[i] >> index_bits) != (sorted[i - 1] >> index_bits) ? 1u : 0u;
+    }
+    h[0] = starts;  // every thread is past reading pass 0's counts (the barriers above)
+#pragma omp barrier
+    int64_t u = -1;
+    for (int k = 0; k < t; ++k) u += hist[k * stride];
+    if (t == nt - 1) num_unique = u + 1 + starts;
+    int32_t* __restrict perm = a.perm;
+    int32_t* __restrict inverse = a.inverse;
+    uint64_t prev = lo > 0 ? sorted[lo - 1] >> index_bits : ~uint64_t{0};
+    for (int64_t i = lo; i < hi; ++i) {
+      const uint64_t w = sorted[i];
+      const uint64_t k = w >> index_bits;
+      if (i == 0 || k != prev) {
+        ++u;
+        a.unique_keys[u] = k;
+        a.unique_begin[u] = static_cast<int32_t>(i);
+        prev = k;
+      }
+      const int32_t idx = static_cast<int32_t>(w & index_mask);
+      perm[i] = idx;
+      if (inverse != nullptr) inverse[idx] = static_cast<int32_t>(u);
+    }
+  }
+  a.unique_begin[num_unique] = static_cast<int32_t>(n);
+  return num_unique;
+}
+
+// The general sort (keys too wide to pack with their index, or enough keys for several
+// threads): 8-bit digits, 256 buckets keep the scatter's write streams within L1 and TLB
+// reach of (key, index) pairs far larger than the caches.
+constexpr int kWideDigitBits = 8;
+
+}  // namespace
 
 int64_t SortUniqueCpu(const SortUniqueArgs& a) {
   const int64_t n = a.n;
@@ -141,9 +354,27 @@ int64_t SortUniqueCpu(const SortUniqueArgs& a) {
     a.unique_begin[0] = 0;
     return 0;
   }
-  // LSD radix sort of (key, index), digits of at most 11 bits. Each thread owns one
+  const int index_bits = IndexBits(n);
+  const int packed_passes = std::max(1, (a.bits + kDigitBits - 1) / kDigitBits);
+  if (a.bits + index_bits <= 64 && packed_passes <= kMaxPackedPasses) {
+    // The histogram scratch holds histogram_threads * 4096 uint32 counters.
+    const int64_t per_thread = static_cast<int64_t>(packed_passes) << kDigitBits;
+    int threads = static_cast<int>(
+        std::min<int64_t>({omp_get_max_threads(), a.histogram_threads,
+                           std::max<int64_t>(1, n / kMinSortKeysPerThread),
+                           static_cast<int64_t>(a.histogram_threads) * 4096 / per_thread}));
+    if (threads >= 1) {
+      return SortUniquePacked(a, index_bits, packed_passes, threads,
+                              reinterpret_cast<uint32_t*>(a.histogram));
+    }
+  }
+  // Each pass of the threaded sort has two barriers; below ~1M keys a single thread sorts in a
+  // few ms and never waits for a descheduled sibling on a loaded machine.
+  const int threads = std::max(
+      1, std::min({omp_get_max_threads(), a.histogram_threads, static_cast<int>(n >> 20)}));
+  // LSD radix sort of (key, index), digits of at most 8 bits. Each thread owns one
   // contiguous chunk and scatters its chunk in order: the sort is stable.
-  const int passes = std::max(1, (a.bits + kDigitBits - 1) / kDigitBits);
+  const int passes = std::max(1, (a.bits + kWideDigitBits - 1) / kWideDigitBits);
   const int digit_bits = (a.bits + passes - 1) / passes;
   const int buckets = 1 << digit_bits;
   uint64_t* key_in = a.keys;
@@ -158,10 +389,6 @@ int64_t SortUniqueCpu(const SortUniqueArgs& a) {
     val_out = a.perm;
   }
   for (int64_t i = 0; i < n; ++i) val_in[i] = static_cast<int32_t>(i);
-  // Each pass has two barriers; below ~1M keys a single thread sorts in a few ms and never
-  // waits for a descheduled sibling on a loaded machine.
-  const int threads = std::max(
-      1, std::min({omp_get_max_threads(), a.histogram_threads, static_cast<int>(n >> 20)}));
   for (int pass = 0; pass < passes; ++pass) {
     const int shift = pass * digit_bits;
     const uint64_t mask = static_cast<uint64_t>(buckets - 1);
@@ -223,33 +450,47 @@ void GatherRowsCpu(const uint64_t* keys, int64_t n, int row_bits, const ShardVie
 void PoolForwardCpu(const PoolArgs& a) {
   const int F = a.num_features;
   const int64_t num_bags = a.batch * F;
-#pragma omp parallel for schedule(static)
-  for (int64_t g = 0; g < num_bags; ++g) {
-    const int64_t b = g / F;
-    const int f = static_cast<int>(g % F);
-    const FeatureRoute& fr = a.features[f];
-    float* out = a.feature_out[f];
-    const int64_t i0 = a.bag_item_begin[g], i1 = a.bag_item_begin[g + 1];
-    if (fr.kind == static_cast<int>(FeatureKind::kSequence)) {
-      const int64_t T = fr.max_length, D = fr.dim;
-      const int parts = fr.strategy == static_cast<int>(Strategy::kColumnWise) ? fr.num_parts : 1;
-      const int64_t len = (i1 - i0) / parts;
-      std::memset(out + b * T * D, 0, (T - len) * D * sizeof(float));
-      float* mask = a.feature_mask[f] + b * T;
-      for (int64_t t = 0; t < T; ++t) mask[t] = t < T - len ? 0.0f : 1.0f;
-      for (int64_t i = i0; i < i1; ++i) {
-        const RoutePart& rp = a.parts[a.item_part[i]];
-        if (i + kAhead < i1) PrefetchRow(a.unique_ptr[a.item_to_unique[i + kAhead]], rp.width);
-        std::memcpy(out + a.item_out[i], a.unique_ptr[a.item_to_unique[i]],
-                    rp.width * sizeof(float));
-      }
-    } else {
-      float* dst = out + b * fr.out_stride + fr.out_col;
-      std::memset(dst, 0, fr.dim * sizeof(float));
-      for (int64_t i = i0; i < i1; ++i) {
-        const RoutePart& rp = a.parts[a.item_part[i]];
-        if (i + kAhead < i1) PrefetchRow(a.unique_ptr[a.item_to_unique[i + kAhead]], rp.width);
-        Axpy(out + a.item_out[i], a.unique_ptr[a.item_to_unique[i]], a.item_scale[i], rp.width);
+  // Each thread owns a contiguous range of bags, hence of items, and prefetches the row of the
+  // item kPoolAhead positions on across bag boundaries (a bag of a few ids would otherwise
+  // start every bag with cold misses).
+#pragma omp parallel
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t g0 = num_bags * t / nt, g1 = num_bags * (t + 1) / nt;
+    const int64_t item_end = a.bag_item_begin[g1];
+    auto row_of = [&](int64_t i) { return a.unique_ptr[a.item_to_unique[i]]; };
+    for (int64_t i = a.bag_item_begin[g0];
+         i < std::min(a.bag_item_begin[g0] + kPoolAhead, item_end); ++i) {
+      PrefetchRow(row_of(i), a.parts[a.item_part[i]].width);
+    }
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t b = g / F;
+      const int f = static_cast<int>(g % F);
+      const FeatureRoute& fr = a.features[f];
+      float* out = a.feature_out[f];
+      const int64_t i0 = a.bag_item_begin[g], i1 = a.bag_item_begin[g + 1];
+      if (fr.kind == static_cast<int>(FeatureKind::kSequence)) {
+        const int64_t T = fr.max_length, D = fr.dim;
+        const int parts = fr.strategy == static_cast<int>(Strategy::kColumnWise) ? fr.num_parts : 1;
+        const int64_t len = (i1 - i0) / parts;
+        std::memset(out + b * T * D, 0, (T - len) * D * sizeof(float));
+        float* mask = a.feature_mask[f] + b * T;
+        for (int64_t p = 0; p < T; ++p) mask[p] = p < T - len ? 0.0f : 1.0f;
+        for (int64_t i = i0; i < i1; ++i) {
+          if (i + kPoolAhead < item_end) {
+            PrefetchRow(row_of(i + kPoolAhead), a.parts[a.item_part[i + kPoolAhead]].width);
+          }
+          CopyRow(out + a.item_out[i], row_of(i), a.parts[a.item_part[i]].width);
+        }
+      } else {
+        float* dst = out + b * fr.out_stride + fr.out_col;
+        std::memset(dst, 0, fr.dim * sizeof(float));
+        for (int64_t i = i0; i < i1; ++i) {
+          if (i + kPoolAhead < item_end) {
+            PrefetchRow(row_of(i + kPoolAhead), a.parts[a.item_part[i + kPoolAhead]].width);
+          }
+          Axpy(out + a.item_out[i], row_of(i), a.item_scale[i], a.parts[a.item_part[i]].width);
+        }
       }
     }
   }

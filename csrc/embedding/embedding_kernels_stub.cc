@@ -27,5 +27,6 @@ void PoolForwardCuda(const PoolArgs&, Stream) { NoCuda("PoolForward"); }
 void PackContributionsCuda(const PackArgs&, Stream) { NoCuda("PackContributions"); }
 void ReduceRowsCuda(const ReduceArgs&, Stream) { NoCuda("ReduceRows"); }
 void UpdateRowsCuda(const UpdateArgs&, Stream) { NoCuda("UpdateRows"); }
+void StepUntouchedRowsCuda(const UntouchedArgs&, Stream) { NoCuda("StepUntouchedRows"); }
 
 }  // namespace loom::embedding::internal

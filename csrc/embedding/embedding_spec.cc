@@ -131,6 +131,7 @@ StatusOr<EmbeddingSpec> BuildEmbeddingSpec(const proto::EmbeddingConfig& config,
     os.decoupled_weight_decay =
         o.weight_decay_mode() == proto::SparseOptimizerConfig::WEIGHT_DECAY_DECOUPLED;
     os.initial_accumulator = o.initial_accumulator_value();
+    os.dense_update = o.update_mode() == proto::SparseOptimizerConfig::UPDATE_DENSE;
     const std::string opath = Path("tables", i, t.name(), "optimizer.");
     if (!(os.lr > 0 && os.lr <= 1e3f)) {
       return Bad(opath + "learning_rate", std::to_string(os.lr) + " is outside (0, 1e3]");
@@ -145,6 +146,11 @@ StatusOr<EmbeddingSpec> BuildEmbeddingSpec(const proto::EmbeddingConfig& config,
     }
     if (!(os.initial_accumulator >= 0 && os.initial_accumulator <= 1e3f)) {
       return Bad(opath + "initial_accumulator_value", "outside [0, 1e3]");
+    }
+    if (os.dense_update && os.type != OptimizerType::kAdam) {
+      return Bad(
+          opath + "update_mode",
+          std::string("UPDATE_DENSE is implemented for ADAM only, not ") + OptimizerName(os.type));
     }
     spec.tables.push_back(ts);
   }

@@ -32,6 +32,7 @@ struct OptimizerSpec {
   float weight_decay = 0.0f;
   bool decoupled_weight_decay = false;
   float initial_accumulator = 0.0f;
+  bool dense_update = false;  // update_mode UPDATE_DENSE (ADAM only): every row steps each step
 };
 
 // Optimizer state floats per element and per row of a table with this optimizer.

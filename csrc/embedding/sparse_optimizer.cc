@@ -15,6 +15,7 @@ OptimizerParams MakeOptimizerParams(const OptimizerSpec& spec, int full_dim, boo
   p.beta1 = spec.beta1;
   p.beta2 = spec.beta2;
   p.weight_decay = spec.weight_decay;
+  p.dense_update = spec.dense_update && spec.type == OptimizerType::kAdam ? 1 : 0;
   return p;
 }
 
@@ -33,6 +34,15 @@ void UpdateRows(const ExecContext& ctx, const UpdateArgs& args) {
     internal::UpdateRowsCpu(args);
   } else {
     internal::UpdateRowsCuda(args, ctx.stream);
+  }
+}
+
+void StepUntouchedRows(const ExecContext& ctx, const UntouchedArgs& args) {
+  if (args.num_shards == 0) return;
+  if (ctx.device.is_cpu()) {
+    internal::StepUntouchedRowsCpu(args);
+  } else {
+    internal::StepUntouchedRowsCuda(args, ctx.stream);
   }
 }
 

@@ -22,6 +22,17 @@
 //   decoupled weight decay: w -= lr * wd * w_old, on top of the step above.
 // D is the table's full dim; for a column-wise slice the row's square sum over all slices
 // comes from row_sq (exchanged between the slices' owners, external_row_sq = 1).
+//
+// Non-lazy Adam (StepUntouchedRows; update_mode UPDATE_DENSE, OptimizerParams::dense_update).
+// The update above is "lazy": an untouched row keeps its w, m, v and k. For a dense-update
+// table, after the touched rows' update, every other row of every shard held here takes the
+// same ADAM step with g = 0 (g = 0 + wd * w with L2 weight decay; decoupled decay applies as
+// above), so every row steps at every training step and the per-row step counts k stay equal:
+// they are the one global step count of a dense Adam. This is the math of torch.optim.Adam on
+// the dense gradient of an nn.Embedding (zero rows where the batch has no ids): a row keeps
+// moving after its last gradient while its first moment decays. Each row's step depends only
+// on its own state and g, so every sharding plan gives the same bits. Cost O(held rows x W) per
+// dense shard per step: meant for small tables and protocol fidelity.
 #ifndef LOOM_EMBEDDING_SPARSE_OPTIMIZER_H_
 #define LOOM_EMBEDDING_SPARSE_OPTIMIZER_H_
 
@@ -41,7 +52,8 @@ struct OptimizerParams {
   int32_t decoupled = 0;        // decoupled weight decay
   int32_t full_dim = 0;         // D of the table (row-wise Adagrad's mean)
   int32_t external_row_sq = 0;  // 1: row-wise Adagrad square sums come from row_sq (CW)
-  float lr = 0, eps = 0, beta1 = 0, beta2 = 0, weight_decay = 0, pad = 0;
+  float lr = 0, eps = 0, beta1 = 0, beta2 = 0, weight_decay = 0;
+  int32_t dense_update = 0;  // 1: non-lazy ADAM, every row steps every step (StepUntouchedRows)
 };
 
 OptimizerParams MakeOptimizerParams(const OptimizerSpec& spec, int full_dim, bool external);
@@ -88,8 +100,24 @@ struct UpdateArgs {
   float lr_scale = 1.0f;
 };
 
+// The rows the step did not touch, for StepUntouchedRows.
+struct UntouchedArgs {
+  int num_shards = 0;                       // S global shards
+  const ShardView* shards = nullptr;        // [S]; null weights = not held here (skipped)
+  const OptimizerParams* params = nullptr;  // [S]; only shards with dense_update step
+  int64_t num_touched = 0;                  // U
+  const uint64_t* touched_keys = nullptr;   // [U] ascending, (global shard << row_bits) | row
+  int row_bits = 1;
+  float lr_scale = 1.0f;
+};
+
 void ReduceRows(const ExecContext& ctx, const ReduceArgs& args);
 void UpdateRows(const ExecContext& ctx, const UpdateArgs& args);
+// Non-lazy Adam: every held row of every dense_update shard whose key is not in touched_keys
+// takes the ADAM step with g = 0 (+ L2 term), k += 1. Call once per training step, after the
+// touched rows' update (UpdateRows or ReduceAndUpdateRows), with the same lr_scale and keys.
+// Does nothing (O(S)) when no shard has dense_update.
+void StepUntouchedRows(const ExecContext& ctx, const UntouchedArgs& args);
 // ReduceRows then UpdateRows, fused per row on the CPU (the row is updated while its gradient
 // is in cache). Not for shards with external_row_sq (they need the exchange in between).
 void ReduceAndUpdateRows(const ExecContext& ctx, const ReduceArgs& reduce,
@@ -180,6 +208,8 @@ void UpdateRowsCpu(const UpdateArgs& args);
 void ReduceAndUpdateRowsCpu(const ReduceArgs& reduce, const UpdateArgs& update);
 void ReduceRowsCuda(const ReduceArgs& args, Stream stream);
 void UpdateRowsCuda(const UpdateArgs& args, Stream stream);
+void StepUntouchedRowsCpu(const UntouchedArgs& args);
+void StepUntouchedRowsCuda(const UntouchedArgs& args, Stream stream);  // device pointers
 }  // namespace internal
 
 }  // namespace loom::embedding

@@ -4,6 +4,7 @@
 // same order, so the CUDA kernels round identically.
 #include "csrc/embedding/sparse_optimizer.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <omp.h>
@@ -57,6 +58,34 @@ inline void ApplyL2(const ShardView& s, int64_t row, const OptimizerParams& p,
   }
 }
 
+// One row's ADAM step (UpdateElement's expressions). kUntouched: the row is not in the batch
+// and g is 0, or 0 + wd * w under L2 weight decay (what ApplyL2 makes of a zero fold); g unused.
+template <bool kUntouched>
+inline void AdamRow(const OptimizerParams& p, float lr, const ShardView& s, int64_t row,
+                    const float* __restrict g) {
+  const int w = s.width;
+  float* __restrict wr = s.weights + row * w;
+  const float wd = p.weight_decay;
+  const bool dec = p.decoupled != 0;
+  const bool l2 = wd != 0.0f && !dec;
+  const RowScalars r = PrepareRow(p, nullptr, s.steps + row, 0.0f);
+  float* __restrict s0 = s.state0 + row * w;
+  float* __restrict s1 = s.state1 + row * w;
+  const float b1 = p.beta1, b2 = p.beta2, one_b1 = 1.0f - p.beta1, one_b2 = 1.0f - p.beta2;
+#pragma omp simd
+  for (int c = 0; c < w; ++c) {
+    const float w_old = wr[c];
+    const float gc = kUntouched ? (l2 ? 0.0f + wd * w_old : 0.0f) : g[c];
+    s0[c] = b1 * s0[c] + one_b1 * gc;
+    s1[c] = b2 * s1[c] + one_b2 * gc * gc;
+    const float m_hat = s0[c] / r.bc1;
+    const float v_hat = s1[c] / r.bc2;
+    float nw = w_old - lr * m_hat / (sqrtf(v_hat) + p.eps);
+    if (dec) nw = nw - lr * wd * w_old;
+    wr[c] = nw;
+  }
+}
+
 // One row's update; UpdateElement's expressions with the type switch hoisted out of the loop.
 inline void UpdateOne(const OptimizerParams& p, float lr, const ShardView& s, int64_t row,
                       const float* __restrict g, float row_sq_external) {
@@ -99,24 +128,9 @@ inline void UpdateOne(const OptimizerParams& p, float lr, const ShardView& s, in
       }
       break;
     }
-    default: {
-      const RowScalars r = PrepareRow(p, nullptr, s.steps + row, 0.0f);
-      float* __restrict s0 = s.state0 + row * w;
-      float* __restrict s1 = s.state1 + row * w;
-      const float b1 = p.beta1, b2 = p.beta2, one_b1 = 1.0f - p.beta1, one_b2 = 1.0f - p.beta2;
-#pragma omp simd
-      for (int c = 0; c < w; ++c) {
-        const float w_old = wr[c];
-        s0[c] = b1 * s0[c] + one_b1 * g[c];
-        s1[c] = b2 * s1[c] + one_b2 * g[c] * g[c];
-        const float m_hat = s0[c] / r.bc1;
-        const float v_hat = s1[c] / r.bc2;
-        float nw = w_old - lr * m_hat / (sqrtf(v_hat) + p.eps);
-        if (dec) nw = nw - lr * wd * w_old;
-        wr[c] = nw;
-      }
+    default:
+      AdamRow<false>(p, lr, s, row, g);
       break;
-    }
   }
 }
 
@@ -209,5 +223,33 @@ void UpdateRowsCpu(const UpdateArgs& a) {
 }
 
 void ReduceAndUpdateRowsCpu(const ReduceArgs& a, const UpdateArgs& up) { ReduceImpl(a, &up); }
+
+void StepUntouchedRowsCpu(const UntouchedArgs& a) {
+  const uint64_t row_mask = (uint64_t{1} << a.row_bits) - 1;
+  const uint64_t* keys_end = a.touched_keys + a.num_touched;
+  for (int shard = 0; shard < a.num_shards; ++shard) {
+    const ShardView& s = a.shards[shard];
+    const OptimizerParams& p = a.params[shard];
+    if (!p.dense_update || s.weights == nullptr || s.num_rows == 0) continue;
+    const uint64_t base = static_cast<uint64_t>(shard) << a.row_bits;
+    // This shard's touched keys: one ascending run [t0, t1).
+    const uint64_t* t0 = std::lower_bound(a.touched_keys, keys_end, base);
+    const uint64_t* t1 = std::lower_bound(t0, keys_end, base + s.num_rows);
+    const float lr = p.lr * a.lr_scale;
+#pragma omp parallel
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t r0 = s.num_rows * t / nt, r1 = s.num_rows * (t + 1) / nt;
+      const uint64_t* next = std::lower_bound(t0, t1, base + static_cast<uint64_t>(r0));
+      for (int64_t row = r0; row < r1; ++row) {
+        if (next < t1 && static_cast<int64_t>(*next & row_mask) == row) {
+          ++next;  // touched: stepped by the sparse update
+          continue;
+        }
+        AdamRow<true>(p, lr, s, row, nullptr);
+      }
+    }
+  }
+}
 
 }  // namespace loom::embedding::internal

@@ -81,7 +81,59 @@ __global__ void UpdateRowsKernel(UpdateArgs a) {
   }
 }
 
+// Non-lazy Adam: one warp per row, grid-stride over the rows of every dense_update shard held
+// here; lane 0 looks the row up in the shard's touched keys (binary search) and, when it is
+// untouched, prepares the step (k += 1, bias corrections); every lane then updates its columns
+// with g = 0 (0 + wd * w under L2), the expressions of StepUntouchedRowsCpu.
+__global__ void StepUntouchedRowsKernel(UntouchedArgs a) {
+  const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kWarp;
+  const int64_t num_warps = static_cast<int64_t>(gridDim.x) * blockDim.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  for (int shard = 0; shard < a.num_shards; ++shard) {
+    const ShardView& s = a.shards[shard];
+    const OptimizerParams& p = a.params[shard];
+    if (!p.dense_update || s.weights == nullptr) continue;
+    const uint64_t base = static_cast<uint64_t>(shard) << a.row_bits;
+    const float lr = p.lr * a.lr_scale;
+    const bool l2 = p.weight_decay != 0.0f && !p.decoupled;
+    const int w = s.width;
+    for (int64_t row = warp; row < s.num_rows; row += num_warps) {
+      int touched = 0;
+      RowScalars r;
+      if (lane == 0) {
+        const uint64_t key = base + static_cast<uint64_t>(row);
+        int64_t lo = 0, hi = a.num_touched;  // first index with touched_keys[i] >= key
+        while (lo < hi) {
+          const int64_t mid = lo + (hi - lo) / 2;
+          if (a.touched_keys[mid] < key) {
+            lo = mid + 1;
+          } else {
+            hi = mid;
+          }
+        }
+        touched = lo < a.num_touched && a.touched_keys[lo] == key ? 1 : 0;
+        if (!touched) r = PrepareRow(p, nullptr, s.steps + row, 0.0f);
+      }
+      touched = __shfl_sync(0xffffffffu, touched, 0);
+      if (touched) continue;
+      r.bc1 = __shfl_sync(0xffffffffu, r.bc1, 0);
+      r.bc2 = __shfl_sync(0xffffffffu, r.bc2, 0);
+      float* wr = s.weights + row * w;
+      for (int c = lane; c < w; c += kWarp) {
+        const float g = l2 ? 0.0f + p.weight_decay * wr[c] : 0.0f;
+        UpdateElement(p, lr, r, wr + c, s.state0 + row * w + c, s.state1 + row * w + c, g);
+      }
+    }
+  }
+}
+
 }  // namespace
+
+void StepUntouchedRowsCuda(const UntouchedArgs& a, Stream stream) {
+  constexpr int kBlocks = 512;  // grid-stride: 4096 warps cover any shard
+  StepUntouchedRowsKernel<<<kBlocks, kBlock, 0, AsCudaStream(stream)>>>(a);
+  LOOM_CUDA_CHECK_LAUNCH();
+}
 
 void ReduceRowsCuda(const ReduceArgs& a, Stream stream) {
   ReduceRowsKernel<<<Blocks(a.num_rows * kWarp), kBlock, 0, AsCudaStream(stream)>>>(a);
