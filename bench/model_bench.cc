@@ -14,7 +14,9 @@
 // Timing: --warmup untimed steps, then the median (and min) of --iters timed steps; on CUDA
 // each step ends with a stream synchronize. The same run also times one large SGEMM
 // (the BLAS/cuBLAS floor of this machine) and reports the model's GEMM FLOP rate as a ratio
-// of it. Threads: OMP_NUM_THREADS / OPENBLAS_NUM_THREADS as set by the caller.
+// of it. Threads: OMP_NUM_THREADS as set by the caller (the CPU GEMM sets OpenBLAS to one
+// thread and splits products over the OpenMP team itself; sgemm_kernel says whether f32
+// products ran OpenBLAS or Loom's AVX2 kernel, LOOM_CPU_SGEMM=blas|loom|auto chooses).
 // --positions full turns off the CPU's packed positions (InterFormer::SetPackedPositions):
 // every padded position is computed, as in the reference.
 #include <algorithm>
@@ -239,8 +241,13 @@ int Main(int argc, char** argv) {
   threads = omp_get_max_threads();
 #endif
   const double sgemm = SgemmGflops(device);
-  std::printf("model_bench device=%s omp_threads=%d positions=%s sgemm_2048=%.1f GFLOP/s\n",
-              device_desc.c_str(), threads, positions.c_str(), sgemm);
+  // Which f32 GEMM the CPU ran: cblas_sgemm or Loom's AVX2 kernel (csrc/model/ops/gemm.h).
+  const std::string sgemm_kernel =
+      device.is_cpu() ? (ops::internal::CpuSgemmUsesLoomKernel() ? "loom-avx2" : "blas") : "cublas";
+  std::printf(
+      "model_bench device=%s omp_threads=%d positions=%s sgemm_kernel=%s sgemm_2048=%.1f "
+      "GFLOP/s\n",
+      device_desc.c_str(), threads, positions.c_str(), sgemm_kernel.c_str(), sgemm);
   std::printf("%-6s %6s %10s %12s %12s %12s %10s\n", "config", "B", "params", "median_ms", "min_ms",
               "samples/s", "loss");
   std::vector<Result> results;
@@ -260,9 +267,9 @@ int Main(int argc, char** argv) {
     }
     f << "{\n  \"benchmark\": \"model_bench\",\n  \"device\": \"" << device_name
       << "\",\n  \"device_name\": \"" << device_desc << "\",\n  \"omp_threads\": " << threads
-      << ",\n  \"positions\": \"" << positions << "\",\n  \"iters\": " << iters
-      << ",\n  \"warmup\": " << warmup << ",\n  \"sgemm_2048_gflops\": " << sgemm
-      << ",\n  \"results\": [\n";
+      << ",\n  \"positions\": \"" << positions << "\",\n  \"sgemm_kernel\": \"" << sgemm_kernel
+      << "\",\n  \"iters\": " << iters << ",\n  \"warmup\": " << warmup
+      << ",\n  \"sgemm_2048_gflops\": " << sgemm << ",\n  \"results\": [\n";
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
       f << "    {\"config\": \"" << r.config << "\", \"batch\": " << r.batch

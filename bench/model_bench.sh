@@ -10,6 +10,9 @@
 # OPENBLAS_NUM_THREADS=2 for both programs (the bench_torch run gets --threads 2). Other
 # OpenMP settings (e.g. OMP_WAIT_POLICY) are inherited by both unchanged; on a loaded machine
 # spinning OpenMP threads hurt both programs alike, so compare ratios, not absolute numbers.
+# Loom's CPU GEMM turns OpenBLAS's own threads off and splits products over its OpenMP team
+# (csrc/model/ops/gemm_cpu.cc); PyTorch keeps OPENBLAS_NUM_THREADS=2 beside its OpenMP pool.
+# The load average is printed before every program run (the machines are shared).
 # Target: Loom >= 2x PyTorch samples/s.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,8 +36,10 @@ echo "host: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)," \
      "OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-<unset>}"
 summary=()
 for cfg in $configs; do
+  echo "[$cfg] pytorch: load average $(cut -d' ' -f1-3 /proc/loadavg)"
   /usr/bin/python3 "$root/tests/reference/bench_torch.py" --config "$cfg" --threads 2 \
     --iters "$iters" --warmup 2 --json "$out/bench_torch_$cfg.json"
+  echo "[$cfg] loom: load average $(cut -d' ' -f1-3 /proc/loadavg)"
   "$bench" --config "$cfg" --iters "$iters" --warmup 2 --json "$out/model_bench_$cfg.json"
   summary+=("$(/usr/bin/python3 - "$out/model_bench_$cfg.json" "$out/bench_torch_$cfg.json" <<'PY'
 import json, sys
@@ -47,5 +52,6 @@ print(f"{loom['config']:6s} loom {loom['samples_per_sec']:9.1f} samples/s   "
 PY
 )")
 done
-echo "---- summary (CPU, 2 threads, fp32, forward+backward) ----"
+echo "---- summary (CPU, 2 threads, fp32, forward+backward; load average at the end" \
+     "$(cut -d' ' -f1-3 /proc/loadavg)) ----"
 printf '%s\n' "${summary[@]}"

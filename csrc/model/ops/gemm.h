@@ -18,8 +18,10 @@
 //   CUDA: a strided-batched product into scratch, then SumDim's two-pass reduction).
 //
 // Dtypes: A and B share one dtype; C has that dtype, or f32 when A and B are bf16.
-//   CPU: f32, f64 (OpenBLAS cblas_?gemm).  CUDA: f32, f64, bf16 (cuBLAS, fp32 accumulation
-//   for f32 and bf16; TF32 only when args.allow_tf32).
+//   CPU: f32, f64 (OpenBLAS cblas_?gemm, single-threaded, each product split over the OpenMP
+//   team; f32 runs Loom's AVX2/FMA kernel instead when OpenBLAS runs a pre-AVX2 core on an
+//   AVX2 CPU, or as LOOM_CPU_SGEMM=blas|loom|auto says; docs/performance.md).  CUDA: f32, f64, bf16
+//   (cuBLAS, fp32 accumulation for f32 and bf16; TF32 only when args.allow_tf32).
 // beta == 0 means C is not read (it may hold NaN). C must not alias A or B.
 // Determinism: same inputs, same machine and thread count -> same bits (OpenBLAS and cuBLAS
 // never split the K dimension across threads by default; docs/numerics.md).
@@ -78,6 +80,13 @@ void GemmCuda(const GemmPlan& plan, ConstTensorView a, ConstTensorView b, Tensor
 void GemmBatchedSumCpu(const GemmPlan& plan, ConstTensorView a, ConstTensorView b, TensorView c);
 void GemmBatchedSumCuda(const GemmPlan& plan, ConstTensorView a, ConstTensorView b, TensorView c,
                         Stream stream);
+
+// The CPU f32 kernel (tests and benchmarks): kBlas = cblas_sgemm, kLoom = Loom's AVX2/FMA
+// kernel. Returns false (and changes nothing) when kLoom is asked for on a CPU without AVX2.
+// Not thread-safe against running products; set it between steps.
+enum class CpuSgemmKernel { kBlas, kLoom };
+bool SetCpuSgemmKernel(CpuSgemmKernel kernel);
+bool CpuSgemmUsesLoomKernel();
 
 }  // namespace internal
 }  // namespace loom::ops

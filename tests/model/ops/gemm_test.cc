@@ -8,6 +8,10 @@
 
 #include <gtest/gtest.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "tests/model/ops/ops_test_util.h"
 
 namespace loom::ops {
@@ -178,6 +182,112 @@ TEST(GemmBatchedSumTest, SumsTheBatchAndAccumulates) {
   }
   EXPECT_LE(test::MaxAbsDiff(c.ToVector<double>(), want2), 1e-12);
 }
+
+// Both CPU f32 kernels (cblas_sgemm and Loom's AVX2/FMA kernel) on every layout, at sizes that
+// cross the kernel's blocks (K blocks of 256, A blocks of 96 rows, B blocks of 512 columns)
+// and leave partial 6x16 tiles, with alpha, beta and a C row stride wider than N.
+class CpuSgemmKernelTest
+    : public ::testing::TestWithParam<std::tuple<internal::CpuSgemmKernel, bool, bool>> {
+ protected:
+  void TearDown() override { internal::SetCpuSgemmKernel(saved_); }
+  internal::CpuSgemmKernel saved_ = internal::CpuSgemmUsesLoomKernel()
+                                        ? internal::CpuSgemmKernel::kLoom
+                                        : internal::CpuSgemmKernel::kBlas;
+};
+
+TEST_P(CpuSgemmKernelTest, MatchesNaiveAcrossBlocks) {
+  const auto [kernel, ta, tb] = GetParam();
+  if (!internal::SetCpuSgemmKernel(kernel)) GTEST_SKIP() << "this CPU has no AVX2/FMA";
+  const int64_t m = 203, n = 530, k = 300, ldc = 533;
+  const Tensor a = Random(ta ? Shape{k, m} : Shape{m, k}, DType::kF32, 21);
+  const Tensor b = Random(tb ? Shape{n, k} : Shape{k, n}, DType::kF32, 22);
+  Tensor c_full = Random(Shape{m, ldc}, DType::kF32, 23);
+  const std::vector<double> c_before = AsDoubles(c_full);
+  GemmArgs args;
+  args.trans_a = ta;
+  args.trans_b = tb;
+  args.alpha = 0.75;
+  args.beta = -0.5;
+  // C is the (m, n) window of an (m, ldc) buffer: columns n .. ldc-1 must stay untouched.
+  TensorView c_view = c_full.view();
+  internal::GemmPlan plan;
+  plan.trans_a = ta;
+  plan.trans_b = tb;
+  plan.m = m;
+  plan.n = n;
+  plan.k = k;
+  plan.lda = ta ? m : k;
+  plan.ldb = tb ? k : n;
+  plan.ldc = ldc;
+  plan.alpha = args.alpha;
+  plan.beta = args.beta;
+  internal::GemmCpu(plan, a, b, c_view);
+  std::vector<double> c0(static_cast<size_t>(m * n));
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) c0[i * n + j] = c_before[i * ldc + j];
+  }
+  const std::vector<double> want =
+      NaiveGemm(AsDoubles(a), AsDoubles(b), c0, ta, tb, m, n, k, 1, 0, 0, 0.75, -0.5);
+  const std::vector<double> got_full = AsDoubles(c_full);
+  std::vector<double> got(static_cast<size_t>(m * n));
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < ldc; ++j) {
+      if (j < n) {
+        got[i * n + j] = got_full[i * ldc + j];
+      } else {
+        ASSERT_EQ(got_full[i * ldc + j], c_before[i * ldc + j]) << "row " << i << " col " << j;
+      }
+    }
+  }
+  // k = 300 products of |values| < 1 accumulated in fp32.
+  EXPECT_LE(test::RelError(got, want), 1e-5);
+
+  // beta = 0 never reads C (NaN must not survive).
+  Tensor c_nan = Tensor::Empty(Shape{m, n}, DType::kF32);
+  for (int64_t i = 0; i < m * n; ++i) {
+    c_nan.data<float>()[i] = std::numeric_limits<float>::quiet_NaN();
+  }
+  args.beta = 0.0;
+  Gemm(kCpu, args, a, b, c_nan);
+  const std::vector<double> want0 =
+      NaiveGemm(AsDoubles(a), AsDoubles(b), {}, ta, tb, m, n, k, 1, 0, 0, 0.75, 0.0);
+  EXPECT_LE(test::RelError(AsDoubles(c_nan), want0), 1e-5);
+
+  // beta = 1 accumulates: C = 0.75·AB + 0.75·AB.
+  args.beta = 1.0;
+  Gemm(kCpu, args, a, b, c_nan);
+  std::vector<double> want1 = want0;
+  for (double& v : want1) v *= 2.0;
+  EXPECT_LE(test::RelError(AsDoubles(c_nan), want1), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(BothKernels, CpuSgemmKernelTest,
+                         ::testing::Combine(::testing::Values(internal::CpuSgemmKernel::kBlas,
+                                                              internal::CpuSgemmKernel::kLoom),
+                                            ::testing::Bool(), ::testing::Bool()));
+
+#ifdef _OPENMP
+// Loom's kernel gives the same bits however a product is split over threads.
+TEST(CpuSgemmThreadsTest, LoomKernelIsIndependentOfThreadCount) {
+  const bool was_loom = internal::CpuSgemmUsesLoomKernel();
+  if (!internal::SetCpuSgemmKernel(internal::CpuSgemmKernel::kLoom)) {
+    GTEST_SKIP() << "this CPU has no AVX2/FMA";
+  }
+  const Tensor a = Random(Shape{611, 96}, DType::kF32, 31);
+  const Tensor b = Random(Shape{96, 40}, DType::kF32, 32);
+  Tensor c1 = Tensor::Empty(Shape{611, 40}, DType::kF32);
+  Tensor c3 = Tensor::Empty(Shape{611, 40}, DType::kF32);
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  Gemm(kCpu, GemmArgs{}, a, b, c1);
+  omp_set_num_threads(3);
+  Gemm(kCpu, GemmArgs{}, a, b, c3);
+  omp_set_num_threads(threads);
+  internal::SetCpuSgemmKernel(was_loom ? internal::CpuSgemmKernel::kLoom
+                                       : internal::CpuSgemmKernel::kBlas);
+  EXPECT_EQ(c1.ToVector<float>(), c3.ToVector<float>());
+}
+#endif
 
 TEST(GemmTest, ValidationNamesTheOperand) {
   const TensorSpec a{Shape{4, 3}, DType::kF32}, b{Shape{5, 2}, DType::kF32},
