@@ -12,14 +12,56 @@
 namespace loom::embedding::internal {
 namespace {
 
+// g[c] = g[c] + sc * x[c] (Axpy) and g[c] = g[c] + x[c] (Add), c < w: one expression per
+// element, so the fixed-width copies (fully unrolled for the common widths) give the same bits.
+template <int kW>
+inline void AxpyFixed(float* __restrict g, float sc, const float* __restrict x) {
+#pragma omp simd
+  for (int c = 0; c < kW; ++c) g[c] = g[c] + sc * x[c];
+}
+inline void Axpy(float* __restrict g, float sc, const float* __restrict x, int w) {
+  switch (w) {
+    case 16:
+      return AxpyFixed<16>(g, sc, x);
+    case 32:
+      return AxpyFixed<32>(g, sc, x);
+    case 64:
+      return AxpyFixed<64>(g, sc, x);
+    case 128:
+      return AxpyFixed<128>(g, sc, x);
+    default:
+#pragma omp simd
+      for (int c = 0; c < w; ++c) g[c] = g[c] + sc * x[c];
+  }
+}
+template <int kW>
+inline void AddFixed(float* __restrict g, const float* __restrict x) {
+#pragma omp simd
+  for (int c = 0; c < kW; ++c) g[c] = g[c] + x[c];
+}
+inline void Add(float* __restrict g, const float* __restrict x, int w) {
+  switch (w) {
+    case 16:
+      return AddFixed<16>(g, x);
+    case 32:
+      return AddFixed<32>(g, x);
+    case 64:
+      return AddFixed<64>(g, x);
+    case 128:
+      return AddFixed<128>(g, x);
+    default:
+#pragma omp simd
+      for (int c = 0; c < w; ++c) g[c] = g[c] + x[c];
+  }
+}
+
 inline void FoldLocal(const ReduceArgs& a, int32_t local, int w, float* __restrict g) {
   for (int32_t j = a.local_unique_begin[local]; j < a.local_unique_begin[local + 1]; ++j) {
     const int32_t i = a.local_perm[j];
     const RoutePart& rp = a.local_parts[a.local_item_part[i]];
     const float* __restrict x = a.local_feature_grad[rp.feature] + a.local_item_out[i];
     const float sc = a.local_item_scale[i];
-#pragma omp simd
-    for (int c = 0; c < w; ++c) g[c] = g[c] + sc * x[c];
+    Axpy(g, sc, x, w);
   }
 }
 
@@ -42,8 +84,7 @@ inline void FoldEntries(const ReduceArgs& a, int64_t u, int w, float* __restrict
     const float* x = a.entry_contrib[entry];
     for (int32_t j = 0; j < a.entry_count[entry]; ++j, x += w) {
       if (j + 1 < a.entry_count[entry]) __builtin_prefetch(x + w);
-#pragma omp simd
-      for (int c = 0; c < w; ++c) g[c] = g[c] + x[c];
+      Add(g, x, w);
     }
   }
 }
@@ -87,9 +128,11 @@ inline void AdamRow(const OptimizerParams& p, float lr, const ShardView& s, int6
 }
 
 // One row's update; UpdateElement's expressions with the type switch hoisted out of the loop.
-inline void UpdateOne(const OptimizerParams& p, float lr, const ShardView& s, int64_t row,
-                      const float* __restrict g, float row_sq_external) {
-  const int w = s.width;
+// kW > 0: the shard's width as a constant (loops fully unrolled; the same expressions).
+template <int kW>
+inline void UpdateOneW(const OptimizerParams& p, float lr, const ShardView& s, int64_t row,
+                       const float* __restrict g, float row_sq_external) {
+  const int w = kW > 0 ? kW : s.width;
   float* __restrict wr = s.weights + row * w;
   const float wd = p.weight_decay;
   const bool dec = p.decoupled != 0;
@@ -134,13 +177,33 @@ inline void UpdateOne(const OptimizerParams& p, float lr, const ShardView& s, in
   }
 }
 
+inline void UpdateOne(const OptimizerParams& p, float lr, const ShardView& s, int64_t row,
+                      const float* __restrict g, float row_sq_external) {
+  switch (s.width) {
+    case 16:
+      return UpdateOneW<16>(p, lr, s, row, g, row_sq_external);
+    case 32:
+      return UpdateOneW<32>(p, lr, s, row, g, row_sq_external);
+    case 64:
+      return UpdateOneW<64>(p, lr, s, row, g, row_sq_external);
+    case 128:
+      return UpdateOneW<128>(p, lr, s, row, g, row_sq_external);
+    default:
+      return UpdateOneW<0>(p, lr, s, row, g, row_sq_external);
+  }
+}
+
 }  // namespace
 
 namespace {
 
+inline void PrefetchLinesForWrite(const void* p, int bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int b = 0; b < bytes; b += 64) __builtin_prefetch(c + b, 1);
+}
+
 inline void PrefetchRowForWrite(const ShardView& s, int64_t row) {
-  const char* p = reinterpret_cast<const char*>(s.weights + row * s.width);
-  for (int b = 0; b < s.width * 4; b += 64) __builtin_prefetch(p + b, 1);
+  PrefetchLinesForWrite(s.weights + row * s.width, s.width * 4);
 }
 
 // The reduction (and, when `update` is set, the fused update) over all touched rows. Each
@@ -163,16 +226,23 @@ void ReduceImpl(const ReduceArgs& a, const UpdateArgs* update) {
       FoldEntries(a, u, s.width, g, sweep ? kBefore : kAll);
     }
     if (sweep) {
-      constexpr int64_t kAheadItems = 8;
-      for (int64_t i = 0; i < a.local_num_items; ++i) {
-        if (i + kAheadItems < a.local_num_items) {  // the accumulator row a few items ahead
-          const int32_t mn = a.local_to_merged[a.local_item_to_unique[i + kAheadItems]];
+      // The accumulator row of an item is three dependent random loads away (local_to_merged,
+      // reduced_off, the row): prefetched in three stages, each a few items ahead of the next.
+      constexpr int64_t kAheadMap = 40, kAheadOff = 24, kAheadRow = 12;
+      const int64_t n = a.local_num_items;
+      for (int64_t i = 0; i < n; ++i) {
+        if (i + kAheadMap < n) {
+          __builtin_prefetch(a.local_to_merged + a.local_item_to_unique[i + kAheadMap]);
+        }
+        if (i + kAheadOff < n) {
+          const int32_t mn = a.local_to_merged[a.local_item_to_unique[i + kAheadOff]];
+          if (mn >= m0 && mn < m1) __builtin_prefetch(a.reduced_off + mn);
+        }
+        if (i + kAheadRow < n) {
+          const int32_t mn = a.local_to_merged[a.local_item_to_unique[i + kAheadRow]];
           if (mn >= m0 && mn < m1) {
-            const char* pg = reinterpret_cast<const char*>(a.reduced + a.reduced_off[mn]);
-            __builtin_prefetch(pg, 1);
-            __builtin_prefetch(pg + 64, 1);
-            __builtin_prefetch(pg + 128, 1);
-            __builtin_prefetch(pg + 192, 1);
+            const int wn = a.local_parts[a.local_item_part[i + kAheadRow]].width;
+            PrefetchLinesForWrite(a.reduced + a.reduced_off[mn], wn * 4);
           }
         }
         const int32_t m = a.local_to_merged[a.local_item_to_unique[i]];
@@ -181,8 +251,7 @@ void ReduceImpl(const ReduceArgs& a, const UpdateArgs* update) {
         const float* __restrict x = a.local_feature_grad[rp.feature] + a.local_item_out[i];
         float* __restrict g = a.reduced + a.reduced_off[m];
         const float sc = a.local_item_scale[i];
-#pragma omp simd
-        for (int c = 0; c < rp.width; ++c) g[c] = g[c] + sc * x[c];
+        Axpy(g, sc, x, rp.width);
       }
     }
     for (int64_t u = m0; u < m1; ++u) {

@@ -442,117 +442,120 @@ TEST(GatherRowsAndPool, CopyAndPoolInBagOrder) {
 }
 
 // Each optimizer's kernel against the plain formula on random rows, with L2 and decoupled
-// weight decay, duplicates reduced from several entries.
+// weight decay, duplicates reduced from several entries; at a generic width and at each width
+// the CPU kernels specialize (16, 32, 64, 128).
 TEST(SparseOptimizer, EveryOptimizerMatchesThePlainUpdate) {
-  const int W = 6, rows = 5;
+  const int rows = 5;
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  for (int type = 0; type < 4; ++type) {
-    for (int decay_mode = 0; decay_mode < 3; ++decay_mode) {  // none, L2, decoupled
-      OptimizerSpec os;
-      os.type = static_cast<OptimizerType>(type);
-      os.lr = 0.1f;
-      os.eps = 1e-3f;
-      os.weight_decay = decay_mode == 0 ? 0.0f : 0.05f;
-      os.decoupled_weight_decay = decay_mode == 2;
-      std::vector<float> w(rows * W), s0(rows * W, 0.2f), s1(rows * W, 0.1f);
-      std::vector<int32_t> steps(rows, 3);
-      for (float& x : w) x = dist(rng);
-      std::vector<float> w_ref = w, s0_ref = s0, s1_ref = s1;
-      std::vector<int32_t> steps_ref = steps;
-      ShardView v;
-      v.weights = w.data();
-      v.state0 = s0.data();
-      v.state1 = s1.data();
-      v.steps = steps.data();
-      v.num_rows = rows;
-      v.width = W;
-      const OptimizerParams p = MakeOptimizerParams(os, W, false);
-      // Rows 1 and 3 touched; row 3 by two entries (2 + 1 contributions).
-      std::vector<float> contrib(4 * W);
-      for (float& x : contrib) x = dist(rng);
-      std::vector<const float*> econtrib = {contrib.data(), contrib.data() + W,
-                                            contrib.data() + 3 * W};
-      std::vector<int32_t> ecount = {1, 2, 1}, eperm = {0, 1, 2}, begin = {0, 1, 3};
-      std::vector<uint64_t> keys = {1, 3};
-      std::vector<int64_t> roff = {0, W};
-      std::vector<float> reduced(2 * W);
-      ReduceArgs ra;
-      ra.num_rows = 2;
-      ra.keys = keys.data();
-      ra.begin = begin.data();
-      ra.entry_perm = eperm.data();
-      ra.entry_contrib = econtrib.data();
-      ra.entry_count = ecount.data();
-      ra.row_bits = 8;
-      ra.shards = &v;
-      ra.params = &p;
-      ra.reduced_off = roff.data();
-      ra.reduced = reduced.data();
-      ReduceRows(ExecContext::Cpu(), ra);
-      UpdateArgs ua;
-      ua.num_rows = 2;
-      ua.keys = keys.data();
-      ua.row_bits = 8;
-      ua.shards = &v;
-      ua.params = &p;
-      ua.reduced_off = roff.data();
-      ua.reduced = reduced.data();
-      ua.lr_scale = 0.5f;
-      UpdateRows(ExecContext::Cpu(), ua);
-      // Plain reference.
-      const float lr = 0.05f;
-      for (int r : {1, 3}) {
-        std::vector<double> g(W, 0.0);
-        const std::vector<int> which = r == 1 ? std::vector<int>{0} : std::vector<int>{1, 2, 3};
-        for (int k : which) {
-          for (int c = 0; c < W; ++c) g[c] += contrib[k * W + c];
-        }
-        float* wr = w_ref.data() + r * W;
-        const std::vector<double> w_old(wr, wr + W);
-        if (decay_mode == 1) {
-          for (int c = 0; c < W; ++c) g[c] += 0.05 * w_old[c];
-        }
-        double sq = 0;
-        for (int c = 0; c < W; ++c) sq += g[c] * g[c];
-        const int k = steps_ref[r] + 1;
-        for (int c = 0; c < W; ++c) {
-          double upd = 0;
-          switch (type) {
-            case 0:
-              upd = g[c];
-              break;
-            case 1:
-              s0_ref[r * W + c] += static_cast<float>(g[c] * g[c]);
-              upd = g[c] / (std::sqrt(static_cast<double>(s0_ref[r * W + c])) + 1e-3);
-              break;
-            case 2:
-              if (c == 0) s0_ref[r] += static_cast<float>(sq / W);
-              upd = g[c] / (std::sqrt(static_cast<double>(s0_ref[r])) + 1e-3);
-              break;
-            default: {
-              const double m = 0.9 * s0_ref[r * W + c] + 0.1 * g[c];
-              const double vv = 0.999 * s1_ref[r * W + c] + 0.001 * g[c] * g[c];
-              s0_ref[r * W + c] = static_cast<float>(m);
-              s1_ref[r * W + c] = static_cast<float>(vv);
-              upd =
-                  (m / (1 - std::pow(0.9, k))) / (std::sqrt(vv / (1 - std::pow(0.999, k))) + 1e-3);
-            }
+  for (const int W : {6, 16, 32, 64, 128}) {
+    for (int type = 0; type < 4; ++type) {
+      for (int decay_mode = 0; decay_mode < 3; ++decay_mode) {  // none, L2, decoupled
+        OptimizerSpec os;
+        os.type = static_cast<OptimizerType>(type);
+        os.lr = 0.1f;
+        os.eps = 1e-3f;
+        os.weight_decay = decay_mode == 0 ? 0.0f : 0.05f;
+        os.decoupled_weight_decay = decay_mode == 2;
+        std::vector<float> w(rows * W), s0(rows * W, 0.2f), s1(rows * W, 0.1f);
+        std::vector<int32_t> steps(rows, 3);
+        for (float& x : w) x = dist(rng);
+        std::vector<float> w_ref = w, s0_ref = s0, s1_ref = s1;
+        std::vector<int32_t> steps_ref = steps;
+        ShardView v;
+        v.weights = w.data();
+        v.state0 = s0.data();
+        v.state1 = s1.data();
+        v.steps = steps.data();
+        v.num_rows = rows;
+        v.width = W;
+        const OptimizerParams p = MakeOptimizerParams(os, W, false);
+        // Rows 1 and 3 touched; row 3 by two entries (2 + 1 contributions).
+        std::vector<float> contrib(4 * W);
+        for (float& x : contrib) x = dist(rng);
+        std::vector<const float*> econtrib = {contrib.data(), contrib.data() + W,
+                                              contrib.data() + 3 * W};
+        std::vector<int32_t> ecount = {1, 2, 1}, eperm = {0, 1, 2}, begin = {0, 1, 3};
+        std::vector<uint64_t> keys = {1, 3};
+        std::vector<int64_t> roff = {0, W};
+        std::vector<float> reduced(2 * W);
+        ReduceArgs ra;
+        ra.num_rows = 2;
+        ra.keys = keys.data();
+        ra.begin = begin.data();
+        ra.entry_perm = eperm.data();
+        ra.entry_contrib = econtrib.data();
+        ra.entry_count = ecount.data();
+        ra.row_bits = 8;
+        ra.shards = &v;
+        ra.params = &p;
+        ra.reduced_off = roff.data();
+        ra.reduced = reduced.data();
+        ReduceRows(ExecContext::Cpu(), ra);
+        UpdateArgs ua;
+        ua.num_rows = 2;
+        ua.keys = keys.data();
+        ua.row_bits = 8;
+        ua.shards = &v;
+        ua.params = &p;
+        ua.reduced_off = roff.data();
+        ua.reduced = reduced.data();
+        ua.lr_scale = 0.5f;
+        UpdateRows(ExecContext::Cpu(), ua);
+        // Plain reference.
+        const float lr = 0.05f;
+        for (int r : {1, 3}) {
+          std::vector<double> g(W, 0.0);
+          const std::vector<int> which = r == 1 ? std::vector<int>{0} : std::vector<int>{1, 2, 3};
+          for (int k : which) {
+            for (int c = 0; c < W; ++c) g[c] += contrib[k * W + c];
           }
-          double nw = w_old[c] - lr * upd;
-          if (decay_mode == 2) nw -= lr * 0.05 * w_old[c];
-          wr[c] = static_cast<float>(nw);
+          float* wr = w_ref.data() + r * W;
+          const std::vector<double> w_old(wr, wr + W);
+          if (decay_mode == 1) {
+            for (int c = 0; c < W; ++c) g[c] += 0.05 * w_old[c];
+          }
+          double sq = 0;
+          for (int c = 0; c < W; ++c) sq += g[c] * g[c];
+          const int k = steps_ref[r] + 1;
+          for (int c = 0; c < W; ++c) {
+            double upd = 0;
+            switch (type) {
+              case 0:
+                upd = g[c];
+                break;
+              case 1:
+                s0_ref[r * W + c] += static_cast<float>(g[c] * g[c]);
+                upd = g[c] / (std::sqrt(static_cast<double>(s0_ref[r * W + c])) + 1e-3);
+                break;
+              case 2:
+                if (c == 0) s0_ref[r] += static_cast<float>(sq / W);
+                upd = g[c] / (std::sqrt(static_cast<double>(s0_ref[r])) + 1e-3);
+                break;
+              default: {
+                const double m = 0.9 * s0_ref[r * W + c] + 0.1 * g[c];
+                const double vv = 0.999 * s1_ref[r * W + c] + 0.001 * g[c] * g[c];
+                s0_ref[r * W + c] = static_cast<float>(m);
+                s1_ref[r * W + c] = static_cast<float>(vv);
+                upd = (m / (1 - std::pow(0.9, k))) /
+                      (std::sqrt(vv / (1 - std::pow(0.999, k))) + 1e-3);
+              }
+            }
+            double nw = w_old[c] - lr * upd;
+            if (decay_mode == 2) nw -= lr * 0.05 * w_old[c];
+            wr[c] = static_cast<float>(nw);
+          }
+          if (type == 3) steps_ref[r] = k;
         }
-        if (type == 3) steps_ref[r] = k;
+        const std::string what = std::string(OptimizerName(os.type)) + " decay " +
+                                 std::to_string(decay_mode) + " width " + std::to_string(W);
+        EXPECT_TRUE(testing::AllClose(w, w_ref, 2e-6, 1e-7, what + " w"));
+        EXPECT_TRUE(testing::AllClose(s0, s0_ref, 2e-6, 1e-7, what + " s0"));
+        EXPECT_TRUE(testing::AllClose(s1, s1_ref, 2e-6, 1e-9, what + " s1"));
+        EXPECT_EQ(steps, steps_ref) << what;
+        // Untouched rows did not move.
+        for (int c = 0; c < W; ++c) EXPECT_EQ(w[c], w_ref[c]);
       }
-      const std::string what =
-          std::string(OptimizerName(os.type)) + " decay " + std::to_string(decay_mode);
-      EXPECT_TRUE(testing::AllClose(w, w_ref, 2e-6, 1e-7, what + " w"));
-      EXPECT_TRUE(testing::AllClose(s0, s0_ref, 2e-6, 1e-7, what + " s0"));
-      EXPECT_TRUE(testing::AllClose(s1, s1_ref, 2e-6, 1e-9, what + " s1"));
-      EXPECT_EQ(steps, steps_ref) << what;
-      // Untouched rows did not move.
-      for (int c = 0; c < W; ++c) EXPECT_EQ(w[c], w_ref[c]);
     }
   }
 }
