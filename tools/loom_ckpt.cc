@@ -22,7 +22,7 @@ namespace loom::train {
 namespace {
 namespace fs = std::filesystem;
 
-constexpr char kUsage[] = R"(loom ckpt: inspect Loom checkpoints.
+constexpr char kUsage[] = R"(loom ckpt: inspect, verify and convert Loom checkpoints.
 
 Usage:
   loom ckpt inspect PATH [--verify] [--tensors]
