@@ -8,6 +8,11 @@
 //     backward ... (*b)->MarkReady(i);      // as soon as gradient i is final
 //     (*b)->Wait();                         // every gradient now holds the sum (or mean)
 //
+// In the trainer (csrc/train/trainer.cc) the gradients are chunks of the dense model's flat
+// gradient buffer, marked ready from inside the dense backward (DenseModel's gradient-final
+// callback) as each chunk's last layer finishes, so the all-reduce overlaps the remaining
+// dense backward and then the embedding backward.
+//
 // Buckets: the buffers are taken in reverse registration order (backward produces the last
 // layers' gradients first) and packed greedily into buckets of at most bucket_bytes (a buffer
 // larger than that gets a bucket of its own). Buckets are launched strictly in bucket order:

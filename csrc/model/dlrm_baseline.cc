@@ -64,6 +64,7 @@ StatusOr<std::unique_ptr<DlrmBaseline>> DlrmBaseline::Create(const proto::ModelC
   layers::HeadConfig hc;
   hc.widths = widths;
   hc.dropout = config.head_dropout();
+  net->head_begin_ = net->store_.total_elements();
   LOOM_ASSIGN_OR_RETURN(
       net->head_, layers::Head::Create(hc, TensorSpec{Shape{B, tokens * d}, dtype}, &net->store_,
                                        "head", device));
@@ -162,6 +163,8 @@ void DlrmBaseline::Backward(const ExecContext& ctx, ConstTensorView grad_logits)
                                          << grad_logits.shape().ToString() << ", batch " << b;
   TensorView gx = grad_x_.view().Slice0(0, b);
   head_->Backward(ctx, grad_logits, gx.Reshape(Shape{b, num_tokens_ * d}));
+  const int64_t total = store_.total_elements();
+  if (grads_final_ && total > head_begin_) grads_final_(head_begin_, total);
   int64_t tok = 0;
   auto take = [&](TensorView dst, int64_t count) {
     ops::CopyTokensArgs a;
@@ -177,6 +180,7 @@ void DlrmBaseline::Backward(const ExecContext& ctx, ConstTensorView grad_logits)
     take(gtok.Reshape(Shape{b, 1, d}), 1);
     input_grads_.dense = grad_dense_.view().Slice0(0, b);
     dense_proj_->Backward(ctx, gtok, input_grads_.dense);
+    if (grads_final_ && head_begin_ > 0) grads_final_(0, head_begin_);
   } else {
     input_grads_.dense = TensorView();
   }

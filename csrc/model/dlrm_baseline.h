@@ -20,7 +20,9 @@
 #define LOOM_MODEL_DLRM_BASELINE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "csrc/core/device.h"
@@ -52,6 +54,11 @@ class DlrmBaseline {
             double grad_scale = 1.0);
   void Backward(const ExecContext& ctx, ConstTensorView grad_logits);
   const DenseInputGrads& input_grads() const { return input_grads_; }
+  // As InterFormer::SetGradsFinalCallback: during Backward, the head's parameter range is
+  // reported after the head's backward, then dense_proj's (m > 0) after its own.
+  void SetGradsFinalCallback(std::function<void(int64_t begin, int64_t end)> callback) {
+    grads_final_ = std::move(callback);
+  }
 
   int64_t num_tokens() const { return num_tokens_; }
 
@@ -65,6 +72,8 @@ class DlrmBaseline {
   ParameterStore store_;
   std::unique_ptr<layers::Linear> dense_proj_;
   std::unique_ptr<layers::Head> head_;
+  int64_t head_begin_ = 0;  // dense_proj's range is [0, head_begin_), the head's the rest
+  std::function<void(int64_t, int64_t)> grads_final_;
 
   DenseInputs inputs_;
   Tensor x_;                  // (max_batch, N, d)

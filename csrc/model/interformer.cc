@@ -72,12 +72,17 @@ Status InterFormer::Build() {
   const TensorSpec x_spec{Shape{B, D.Nx, d}, dt};
   const TensorSpec s_spec{Shape{B, D.sole ? 1 : D.Tp, d}, dt};
 
-  // 1. Registration, in the reference's named_parameters() order.
+  // 1. Registration, in the reference's named_parameters() order. Every module's parameters
+  // are contiguous in the store (offsets follow registration): record each module's range.
+  auto range_from = [this](int64_t begin) { return ParamRange{begin, store_.total_elements()}; };
+  int64_t begin = store_.total_elements();
   if (D.m > 0) {
     layers::LinearConfig lc{D.m, d, true, ops::Activation::kIdentity, std::nullopt};
     LOOM_ASSIGN_OR_RETURN(dense_proj_, layers::Linear::Create(lc, TensorSpec{Shape{B, D.m}, dt},
                                                               &store_, "dense_proj", dev));
   }
+  dense_proj_range_ = range_from(begin);
+  begin = store_.total_elements();
   if (!D.sole) {
     layers::MaskNetConfig mc;
     mc.d = d;
@@ -88,6 +93,7 @@ Status InterFormer::Build() {
     LOOM_ASSIGN_OR_RETURN(masknet_, layers::MaskNet::Create(mc, TensorSpec{Shape{B, D.T, d}, dt},
                                                             &store_, "masknet", dev));
   }
+  masknet_range_ = range_from(begin);
   layers::GatingConfig gating;
   gating.d = d;
   gating.hidden = D.gate_hidden;
@@ -104,13 +110,16 @@ Status InterFormer::Build() {
     cc.recent = D.K;
     cc.heads = D.H;
     cc.recent_zero_padding = c.recent_zero_padding();
+    begin = store_.total_elements();
     if (!cc.has_x && !cc.has_s) {
       cross_.push_back(nullptr);  // no parameters, never computed
+      cross_range_.push_back(range_from(begin));
       continue;
     }
     LOOM_ASSIGN_OR_RETURN(auto arch, layers::CrossArch::Create(cc, x_spec, s_spec, &store_,
                                                                "cross." + std::to_string(l), dev));
     cross_.push_back(std::move(arch));
+    cross_range_.push_back(range_from(begin));
   }
   for (int64_t l = 0; l < D.L; ++l) {
     layers::BlockConfig bc;
@@ -134,16 +143,20 @@ Status InterFormer::Build() {
     bc.sequence.residual = c.sequence_residual();
     bc.sequence.layer_norm_eps = c.layer_norm_eps();
     bc.sequence.const_xsum = D.const_xsum;
+    begin = store_.total_elements();
     LOOM_ASSIGN_OR_RETURN(auto blk,
                           layers::InterFormerBlock::Create(bc, x_spec, s_spec, &store_,
                                                            "layers." + std::to_string(l), dev));
     blocks_.push_back(std::move(blk));
+    block_range_.push_back(range_from(begin));
   }
   layers::HeadConfig hc;
   hc.widths = D.head_widths;
   hc.dropout = c.head_dropout();
+  begin = store_.total_elements();
   LOOM_ASSIGN_OR_RETURN(
       head_, layers::Head::Create(hc, TensorSpec{Shape{B, D.head_in}, dt}, &store_, "head", dev));
+  head_range_ = range_from(begin);
   store_.Allocate(dev);
 
   // 2. Buffers.
@@ -387,6 +400,7 @@ void InterFormer::Backward(const ExecContext& ctx, ConstTensorView grad_logits) 
   // 6. Head, and the split of h0 into the two final summaries.
   TensorView gh0 = Rows(grad_h0_, b);
   head_->Backward(ctx, grad_logits, gh0);
+  ReportGradsFinal(head_range_);
   TensorView gxs = Rows(grad_xs_final_, b);
   std::vector<TensorView> parts = {gxs.Reshape(Shape{b, D.n_cls * d, 1})};
   TensorView gss;
@@ -404,6 +418,7 @@ void InterFormer::Backward(const ExecContext& ctx, ConstTensorView grad_logits) 
   if (D.extra_cross) {
     cross_[L]->XSummaryBackward(ctx, gxs, Rows(grad_x_[L], b));
     if (!D.sole) cross_[L]->SSummaryBackward(ctx, gss, Rows(grad_s_[L], b));
+    ReportGradsFinal(cross_range_[L]);
   } else {
     ops::Scale(ctx, 1.0, gxs, Rows(grad_xsum_[L - 1], b));
     if (!D.sole) ops::Scale(ctx, 1.0, gss, Rows(grad_ssum_[L - 1], b));
@@ -414,6 +429,10 @@ void InterFormer::Backward(const ExecContext& ctx, ConstTensorView grad_logits) 
     BackwardInteractionPath(ctx, l);
     BackwardSequencePath(ctx, l);
     JoinLayerGrads(ctx, l);
+    // Layer l's block and cross arch l (both summaries; X_sum^0 of the CLS prepend in the
+    // join) have no later use in this Backward.
+    ReportGradsFinal(block_range_[l]);
+    ReportGradsFinal(cross_range_[l]);
   }
 
   // 1-3. Input gradients.
@@ -426,6 +445,7 @@ void InterFormer::Backward(const ExecContext& ctx, ConstTensorView grad_logits) 
     input_grads_.dense = Rows(grad_dense_, b);
     dense_proj_->Backward(ctx, tok.Reshape(Shape{b, d}), input_grads_.dense);
   }
+  ReportGradsFinal(dense_proj_range_);
   input_grads_.seq.clear();
   for (int64_t j = 0; j < D.k; ++j) input_grads_.seq.push_back(Rows(grad_seq_[j], b));
   if (D.sole) {
@@ -448,6 +468,7 @@ void InterFormer::Backward(const ExecContext& ctx, ConstTensorView grad_logits) 
     }
     masknet_->Backward(ctx, gs0, input_grads_.seq);
   }
+  ReportGradsFinal(masknet_range_);
 }
 
 void InterFormer::BackwardInteractionPath(const ExecContext& ctx, int64_t l) {

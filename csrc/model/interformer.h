@@ -41,8 +41,11 @@
 #ifndef LOOM_MODEL_INTERFORMER_H_
 #define LOOM_MODEL_INTERFORMER_H_
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "csrc/core/device.h"
@@ -118,7 +121,27 @@ class InterFormer {
   void Backward(const ExecContext& ctx, ConstTensorView grad_logits);
   const DenseInputGrads& input_grads() const { return input_grads_; }
 
+  // Gradient-final notifications, for overlapping the data-parallel gradient all-reduce with
+  // the rest of Backward: during every Backward, callback(begin, end) reports an element range
+  // [begin, end) of parameters().grads() as soon as no later work of that Backward writes it.
+  // The ranges of one Backward are non-empty, disjoint and cover [0, P) exactly; they are the
+  // modules' parameter ranges (precomputed at Create), reported in backward order: head,
+  // cross L (EXTRA_CROSS), then for l = L−1 .. 0 layers.l and cross.l (after the layer's join,
+  // the last use of both), then dense_proj and masknet. The callback runs on the calling thread
+  // once the work is enqueued on ctx.stream (CUDA: synchronize that stream before reading the
+  // range). Set it once at setup (Backward never copies or allocates it); an empty function
+  // turns the notifications off (the default).
+  using GradsFinalCallback = std::function<void(int64_t begin, int64_t end)>;
+  void SetGradsFinalCallback(GradsFinalCallback callback) { grads_final_ = std::move(callback); }
+
  private:
+  struct ParamRange {  // [begin, end) elements of the flat parameter buffers
+    int64_t begin = 0, end = 0;
+  };
+  void ReportGradsFinal(const ParamRange& r) const {
+    if (grads_final_ && r.end > r.begin) grads_final_(r.begin, r.end);
+  }
+
   explicit InterFormer(DType dtype) : dtype_(dtype), store_(dtype) {}
   Status Build();
   // Layer l's two independent forward paths and their backward twins (spec §6.4).
@@ -141,6 +164,10 @@ class InterFormer {
   std::vector<std::unique_ptr<layers::CrossArch>> cross_;
   std::vector<std::unique_ptr<layers::InterFormerBlock>> blocks_;
   std::unique_ptr<layers::Head> head_;
+  // Each module's parameter range (empty when it has none), for SetGradsFinalCallback.
+  ParamRange dense_proj_range_, masknet_range_, head_range_;
+  std::vector<ParamRange> cross_range_, block_range_;  // per cross arch / per layer
+  GradsFinalCallback grads_final_;
 
   // Activations (max batch).
   std::vector<Tensor> x_;        // X_l, l = 0 .. L (X_0 assembled; X_{l+1} views of the arches)

@@ -34,6 +34,9 @@ class DenseModelAdapter final : public DenseModel {
   void Backward(const ExecContext& ctx, ConstTensorView grad_logits) override {
     m_->Backward(ctx, grad_logits);
   }
+  void SetGradsFinalCallback(std::function<void(int64_t, int64_t)> callback) override {
+    m_->SetGradsFinalCallback(std::move(callback));
+  }
   const model::DenseInputGrads& input_grads() const override { return m_->input_grads(); }
 
  private:

@@ -13,6 +13,7 @@
 #define LOOM_TRAIN_DENSE_MODEL_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -43,6 +44,11 @@ class DenseModel {
   virtual void Loss(const ExecContext& ctx, ConstTensorView labels, TensorView loss,
                     TensorView grad_logits, double grad_scale) = 0;
   virtual void Backward(const ExecContext& ctx, ConstTensorView grad_logits) = 0;
+  // During every Backward, callback(begin, end) reports element ranges [begin, end) of
+  // parameters().grads() as soon as no later work of that Backward writes them (ranges
+  // non-empty, disjoint, covering every element once per Backward; see
+  // InterFormer::SetGradsFinalCallback). Set once at setup; empty = off.
+  virtual void SetGradsFinalCallback(std::function<void(int64_t begin, int64_t end)> callback) = 0;
   virtual const model::DenseInputGrads& input_grads() const = 0;
 };
 

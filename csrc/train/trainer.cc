@@ -233,12 +233,18 @@ Status Trainer::InitCollective() {
     chunks.push_back(comm::GradientBuffer{grads + off, std::min(chunk, total - off)});
   }
   num_grad_chunks_ = static_cast<int>(chunks.size());
+  grad_chunk_elems_ = chunk;
   if (num_grad_chunks_ > 0) {
     comm::GradientBucketerOptions bo;
     bo.bucket_bytes = options_.grad_bucket_bytes;
     bo.average = false;  // the loss gradient is already scaled by B / G
     LOOM_ASSIGN_OR_RETURN(bucketer_,
                           comm::GradientBucketer::Create(comm_, chunks, DType::kF32, bo));
+    // Layer-wise overlap: the dense backward reports its final gradient ranges; a chunk's
+    // all-reduce may start as soon as every element of it is final.
+    chunk_pending_.assign(chunks.size(), 0);
+    final_ranges_.reserve(model_->parameters().parameters().size() + 1);
+    model_->SetGradsFinalCallback([this](int64_t begin, int64_t end) { OnGradsFinal(begin, end); });
   }
   LOOM_LOG_RANK0(INFO) << "trainer: " << model_->type() << " with "
                        << model_->parameters().total_elements() << " dense parameters ("
@@ -354,10 +360,30 @@ void Trainer::RunStep(const data::Batch& batch, int64_t global_samples) {
   model_->parameters().ZeroGrad();
   model_->Loss(ctx, InputAdapter::Labels(batch), loss_.view(), grad_logits,
                static_cast<double>(b) / static_cast<double>(global_samples));
+  // The dense backward marks each gradient chunk ready (OnGradsFinal) as soon as all of its
+  // elements are final, so the chunks' all-reduces progress during the rest of the dense
+  // backward and during the embedding backward.
+  const int64_t total = model_->parameters().total_elements();
+  for (int i = 0; i < num_grad_chunks_; ++i) {
+    chunk_pending_[i] = std::min(grad_chunk_elems_, total - i * grad_chunk_elems_);
+  }
+  final_ranges_.clear();
   model_->Backward(ctx, grad_logits);
-  // The dense gradients are final: start their all-reduce (last buckets first, as backward
-  // would produce them) and let it progress during the embedding backward.
-  for (int i = num_grad_chunks_ - 1; i >= 0; --i) bucketer_->MarkReady(i);
+  if (bucketer_) {
+    // Every element must have been reported exactly once: the ranges tile [0, total).
+    std::sort(final_ranges_.begin(), final_ranges_.end());
+    int64_t covered = 0;
+    for (const auto& r : final_ranges_) {
+      CHECK_EQ(r.first, covered) << "dense backward: gradient elements [" << covered << ", "
+                                 << r.first << ") reported twice or never as final";
+      covered = r.second;
+    }
+    CHECK_EQ(covered, total) << "dense backward: gradient elements [" << covered << ", " << total
+                             << ") never reported as final";
+    for (int i = 0; i < num_grad_chunks_; ++i) {
+      CHECK_EQ(chunk_pending_[i], 0) << "gradient chunk " << i << " was never marked ready";
+    }
+  }
   const model::DenseInputGrads& g = model_->input_grads();
   embedding::EmbeddingGrads eg;
   if (config_.model().num_sparse_features() > 0) eg.pooled = g.sparse;
@@ -369,6 +395,22 @@ void Trainer::RunStep(const data::Batch& batch, int64_t global_samples) {
   const double local = static_cast<double>(loss_.data<float>()[0]) * static_cast<double>(b);
   window_loss_sum_ += local;
   eval_loss_sum_ += local;
+}
+
+void Trainer::OnGradsFinal(int64_t begin, int64_t end) {
+  const int64_t total = model_->parameters().total_elements();
+  CHECK(0 <= begin && begin < end && end <= total)
+      << "dense backward reported the gradient range [" << begin << ", " << end << ") of " << total
+      << " elements";
+  final_ranges_.emplace_back(begin, end);
+  for (int64_t i = begin / grad_chunk_elems_; i * grad_chunk_elems_ < end; ++i) {
+    const int64_t lo = std::max(begin, i * grad_chunk_elems_);
+    const int64_t hi = std::min(end, (i + 1) * grad_chunk_elems_);
+    CHECK_LE(hi - lo, chunk_pending_[i])
+        << "dense backward reported elements of gradient chunk " << i << " twice";
+    chunk_pending_[i] -= hi - lo;
+    if (chunk_pending_[i] == 0) bucketer_->MarkReady(static_cast<int>(i));
+  }
 }
 
 bool Trainer::Step() {

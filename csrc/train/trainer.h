@@ -9,9 +9,12 @@
 //   3. dense      DenseModel Forward, mean BCE loss, Backward with grad_scale = B / G, so the
 //                 sum over ranks of the parameter gradients is the gradient of the global mean
 //                 loss over the G samples (whatever B each rank had).
-//   4. overlap    the dense gradients (one flat buffer, cut into buckets of grad_bucket_bytes)
-//                 are handed to comm::GradientBucketer, whose non-blocking all-reduces progress
-//                 while
+//   4. overlap    the dense gradients (one flat buffer, cut into chunks of grad_bucket_bytes,
+//                 one all-reduce bucket each) are handed to comm::GradientBucketer chunk by
+//                 chunk DURING the dense backward: the model reports each module's gradient
+//                 range as final (DenseModel::SetGradsFinalCallback) and a chunk is marked
+//                 ready once all its elements are, so the non-blocking all-reduces progress
+//                 while the rest of the dense backward runs and while
 //   5. embedding  EmbeddingCollection::Backward sends the embedding gradients to their owners
 //                 and applies the fused sparse optimizers (learning rates scaled by the dense
 //                 schedule's factor lr_t / lr, so warm-up and decay apply to both);
@@ -41,6 +44,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "csrc/comm/communicator.h"
@@ -122,6 +126,8 @@ class Trainer {
   // (min of max_steps and epochs * steps_per_epoch; 0 when unbounded).
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   int64_t total_steps() const { return total_steps_; }
+  // Its Backward reports final gradient ranges to this trainer's bucketer: call Forward /
+  // evaluation only; Backward belongs to Step.
   DenseModel& model() { return *model_; }
   embedding::EmbeddingCollection& embeddings() { return *embeddings_; }
   optim::DenseOptimizer& optimizer() { return *optimizer_; }
@@ -137,6 +143,9 @@ class Trainer {
               const TrainerOptions& options);
   Status InitCollective();
   void RunStep(const data::Batch& batch, int64_t global_samples);
+  // The dense model's gradient-final callback: counts the range's elements per chunk and marks
+  // every chunk that became complete ready in the bucketer.
+  void OnGradsFinal(int64_t begin, int64_t end);
   TrainingState MakeTrainingState();
   // Observes an evaluation for early stopping and the plateau schedule; returns true when
   // training should stop.
@@ -162,6 +171,11 @@ class Trainer {
   std::unique_ptr<optim::DenseOptimizer> optimizer_;
   std::unique_ptr<comm::GradientBucketer> bucketer_;
   int num_grad_chunks_ = 0;
+  int64_t grad_chunk_elems_ = 1;  // elements per chunk (the last one may be shorter)
+  // Per step: elements of each chunk not yet reported final, and the ranges reported (checked
+  // to tile the gradient buffer exactly once at the end of the dense backward).
+  std::vector<int64_t> chunk_pending_;
+  std::vector<std::pair<int64_t, int64_t>> final_ranges_;
   std::unique_ptr<Checkpointer> checkpointer_;
   uint64_t model_hash_ = 0;
   uint64_t dropout_seed_ = 0;

@@ -387,5 +387,77 @@ TEST(InterFormerTest, ValidateInputsNamesTheTensor) {
             std::string::npos);
 }
 
+// SetGradsFinalCallback: in every mode, each Backward reports every parameter element exactly
+// once, and a range only once its gradient is final: its bits at the callback equal its bits
+// at the end of Backward (two steps, so a range reported before a later accumulation fails).
+TEST(InterFormerTest, GradsFinalRangesCoverEveryElementOnceAndAreFinal) {
+  for (const char* extra :
+       {"", "interleaving: INTERLEAVING_N2S final_summary: FINAL_SUMMARY_LITERAL",
+        "interleaving: INTERLEAVING_S2N", "interleaving: INTERLEAVING_SEP",
+        "interleaving: INTERLEAVING_SEP final_summary: FINAL_SUMMARY_LITERAL",
+        "interleaving: INTERLEAVING_SOLE",
+        "interleaving: INTERLEAVING_SOLE final_summary: FINAL_SUMMARY_LITERAL", "num_layers: 1",
+        "num_layers: 3 num_dense_features: 0"}) {
+    SCOPED_TRACE(extra);
+    auto made = InterFormer::Create(Parse(kTiny, extra), 4, 5, DType::kF32, Device::Cpu());
+    ASSERT_TRUE(made.ok()) << made.status();
+    InterFormer& m = **made;
+    m.Initialize(3);
+    const int64_t P = m.parameters().total_elements();
+    struct Report {
+      int64_t begin, end;
+      std::vector<float> grad;  // the range's gradient when it was reported
+    };
+    std::vector<Report> reports;
+    m.SetGradsFinalCallback([&](int64_t begin, int64_t end) {
+      ASSERT_TRUE(0 <= begin && begin < end && end <= P) << begin << " " << end;
+      const float* g = m.parameters().grads().data<float>();
+      reports.push_back(Report{begin, end, std::vector<float>(g + begin, g + end)});
+    });
+    for (int step = 0; step < 2; ++step) {
+      SCOPED_TRACE(step);
+      reports.clear();
+      Batch x = MakeBatch(m.dims(), 4, 5, 21 + step, DType::kF32);
+      Tensor lg = Tensor::Empty(Shape{4}, DType::kF32), g = Tensor::Empty(Shape{4}, DType::kF32);
+      m.parameters().ZeroGrad();
+      m.Forward(kCpu, x.Inputs(), lg);
+      m.Loss(kCpu, x.labels, TensorView(), g);
+      m.Backward(kCpu, g);
+      ASSERT_FALSE(reports.empty());
+      // The head's range is the first reported (the last registered parameters).
+      EXPECT_EQ(reports[0].end, P);
+      std::vector<int> times(P, 0);
+      const float* final_grad = m.parameters().grads().data<float>();
+      int64_t nonzero = 0;
+      for (const Report& r : reports) {
+        for (int64_t i = r.begin; i < r.end; ++i) ++times[i];
+        EXPECT_EQ(
+            std::memcmp(r.grad.data(), final_grad + r.begin, (r.end - r.begin) * sizeof(float)), 0)
+            << "range [" << r.begin << ", " << r.end << ") changed after it was reported final";
+        for (float v : r.grad) nonzero += v != 0.0f;
+      }
+      EXPECT_GT(nonzero, 0);  // the snapshots hold real gradients, not only zeros
+      for (const Parameter& p : m.parameters().parameters()) {
+        for (int64_t i = p.offset; i < p.offset + p.numel(); ++i) {
+          if (times[i] != 1) {
+            ADD_FAILURE() << p.name << " element " << i - p.offset << " reported " << times[i]
+                          << " times";
+            break;
+          }
+        }
+      }
+    }
+    // Off again: Backward reports nothing.
+    m.SetGradsFinalCallback(nullptr);
+    reports.clear();
+    Batch x = MakeBatch(m.dims(), 4, 5, 30, DType::kF32);
+    Tensor lg = Tensor::Empty(Shape{4}, DType::kF32), g = Tensor::Empty(Shape{4}, DType::kF32);
+    m.Forward(kCpu, x.Inputs(), lg);
+    m.Loss(kCpu, x.labels, TensorView(), g);
+    m.Backward(kCpu, g);
+    EXPECT_TRUE(reports.empty());
+  }
+}
+
 }  // namespace
 }  // namespace loom::model
