@@ -7,27 +7,17 @@
 
 #include "csrc/comm/mpi_communicator.h"
 #include "tests/embedding/embedding_test_util.h"
+#include "tests/embedding/mpi_world.h"
 
 namespace loom::embedding {
 namespace {
 
 using testing::BitEqual;
+using testing::GetWorld;
+using testing::World;
 
 constexpr int64_t kGlobalBatch = 8;
 constexpr int kSteps = 5;
-
-struct World {
-  std::unique_ptr<comm::MpiCommunicator> world, self;
-  World() {
-    world = std::move(comm::MpiCommunicator::Create(MPI_COMM_WORLD)).value();
-    self = std::move(comm::MpiCommunicator::Create(MPI_COMM_SELF)).value();
-  }
-};
-
-World& GetWorld() {
-  static World* w = new World();
-  return *w;
-}
 
 // Every named plan for the test config at world size R.
 ShardingPlan NamedPlan(const EmbeddingSpec& spec, const std::string& name, int R) {

@@ -17,24 +17,14 @@
 
 #include "csrc/comm/mpi_communicator.h"
 #include "tests/embedding/embedding_test_util.h"
+#include "tests/embedding/mpi_world.h"
 
 namespace loom::embedding {
 namespace {
 
 using testing::BitEqual;
-
-struct World {
-  std::unique_ptr<comm::MpiCommunicator> world, self;
-  World() {
-    world = std::move(comm::MpiCommunicator::Create(MPI_COMM_WORLD)).value();
-    self = std::move(comm::MpiCommunicator::Create(MPI_COMM_SELF)).value();
-  }
-};
-
-World& GetWorld() {
-  static World* w = new World();
-  return *w;
-}
+using testing::GetWorld;
+using testing::World;
 
 // L2 weight decay, decoupled weight decay, none.
 const char* kDenseAdams[] = {
