@@ -6,94 +6,20 @@
 #include <mpi.h>
 
 #include "csrc/comm/mpi_communicator.h"
+#include "tests/embedding/collection_fixture.h"
 #include "tests/embedding/embedding_test_util.h"
-#include "tests/embedding/mpi_world.h"
 
 namespace loom::embedding {
 namespace {
 
 using testing::BitEqual;
+using testing::ExpectSameTables;
 using testing::GetWorld;
+using testing::kGlobalBatch;
+using testing::kSteps;
+using testing::MakeCollection;
+using testing::NamedPlan;
 using testing::World;
-
-constexpr int64_t kGlobalBatch = 8;
-constexpr int kSteps = 5;
-
-// Every named plan for the test config at world size R.
-ShardingPlan NamedPlan(const EmbeddingSpec& spec, const std::string& name, int R) {
-  ShardingPlan plan;
-  plan.tables.resize(spec.tables.size());
-  std::vector<int> all(R);
-  for (int r = 0; r < R; ++r) all[r] = r;
-  for (size_t t = 0; t < spec.tables.size(); ++t) {
-    TablePlan& tp = plan.tables[t];
-    const int blocks = (spec.tables[t].dim + 3) / 4;
-    if (name == "TW") {
-      tp.strategy = Strategy::kTableWise;
-      tp.ranks = {static_cast<int>((t + 1) % R)};
-    } else if (name == "RW") {
-      tp.strategy = Strategy::kRowWise;
-      tp.ranks = all;
-    } else if (name == "CW") {
-      tp.strategy = Strategy::kColumnWise;
-      const int k = std::min(R, blocks);
-      for (int j = 0; j < k; ++j) tp.ranks.push_back((R - 1 - j + static_cast<int>(t)) % R);
-    } else if (name == "DP") {
-      tp.strategy = Strategy::kDataParallel;
-    } else {  // mixed: users RW, items CW, cats DP, tags TW, query RW over a subset
-      switch (t) {
-        case 0:
-          tp.strategy = Strategy::kRowWise;
-          tp.ranks = all;
-          break;
-        case 1:
-          tp.strategy = Strategy::kColumnWise;
-          for (int j = 0; j < std::min(R, blocks); ++j) tp.ranks.push_back(j);
-          break;
-        case 2:
-          tp.strategy = Strategy::kDataParallel;
-          break;
-        case 3:
-          tp.strategy = Strategy::kTableWise;
-          tp.ranks = {R - 1};
-          break;
-        default:
-          tp.strategy = Strategy::kRowWise;
-          tp.ranks = R > 2 ? std::vector<int>{2, 0} : all;
-          break;
-      }
-    }
-  }
-  return plan;
-}
-
-std::unique_ptr<EmbeddingCollection> Make(const proto::EmbeddingConfig& config,
-                                          comm::Communicator* comm, int64_t batch,
-                                          const ShardingPlan* plan) {
-  CollectionOptions o;
-  o.batch_size = batch;
-  o.log_plan = false;
-  o.plan = plan;
-  auto c = EmbeddingCollection::Create(config, comm, o);
-  CHECK(c.ok()) << c.status();
-  return std::move(c).value();
-}
-
-void ExpectSameTables(EmbeddingCollection* a, EmbeddingCollection* b, const std::string& what) {
-  for (size_t t = 0; t < a->spec().tables.size(); ++t) {
-    const TableContents x = a->GatherTable(static_cast<int>(t));
-    const TableContents y = b->GatherTable(static_cast<int>(t));
-    const std::string w = what + " table " + a->spec().tables[t].name;
-    ASSERT_EQ(x.weights.size(), y.weights.size());
-    EXPECT_TRUE(BitEqual(x.weights.data(), y.weights.data(), x.weights.size(), w + " weights"));
-    ASSERT_EQ(x.state0.size(), y.state0.size());
-    EXPECT_TRUE(BitEqual(x.state0.data(), y.state0.data(), x.state0.size(), w + " state0"));
-    ASSERT_EQ(x.state1.size(), y.state1.size());
-    EXPECT_TRUE(BitEqual(x.state1.data(), y.state1.data(), x.state1.size(), w + " state1"));
-    ASSERT_EQ(x.steps.size(), y.steps.size());
-    EXPECT_TRUE(BitEqual(x.steps.data(), y.steps.data(), x.steps.size(), w + " steps"));
-  }
-}
 
 class ShardingEquivalence : public ::testing::TestWithParam<const char*> {};
 
@@ -107,8 +33,8 @@ TEST_P(ShardingEquivalence, BitIdenticalToSingleRank) {
     auto spec = BuildEmbeddingSpec(config, R);
     ASSERT_TRUE(spec.ok()) << spec.status();
     const ShardingPlan plan = NamedPlan(*spec, GetParam(), R);
-    auto sharded = Make(config, w.world.get(), B, &plan);
-    auto reference = Make(config, w.self.get(), kGlobalBatch, nullptr);
+    auto sharded = MakeCollection(config, w.world.get(), B, &plan);
+    auto reference = MakeCollection(config, w.self.get(), kGlobalBatch, nullptr);
     const std::string what = std::string(GetParam()) + " R=" + std::to_string(R) + " " + opt;
     ExpectSameTables(sharded.get(), reference.get(), what + " (init)");
     for (int step = 0; step < kSteps; ++step) {
@@ -155,8 +81,8 @@ TEST(EmbeddingCollection, AutomaticPlanMatchesSingleRank) {
   const int64_t B = kGlobalBatch / R;
   proto::EmbeddingConfig config = testing::TestConfig(testing::kOptimizers[1]);
   config.set_data_parallel_max_bytes(4000);  // replicates "cats" (40 x 8 x 8 bytes)
-  auto sharded = Make(config, w.world.get(), B, nullptr);
-  auto reference = Make(config, w.self.get(), kGlobalBatch, nullptr);
+  auto sharded = MakeCollection(config, w.world.get(), B, nullptr);
+  auto reference = MakeCollection(config, w.self.get(), kGlobalBatch, nullptr);
   EXPECT_EQ(sharded->plan().tables[2].strategy, Strategy::kDataParallel);
   for (int step = 0; step < 3; ++step) {
     const testing::GlobalBatch gb = testing::MakeGlobalBatch(sharded->spec(), kGlobalBatch, step);
@@ -181,7 +107,7 @@ TEST(EmbeddingCollection, SingleRankMatchesPlainReference) {
   World& w = GetWorld();
   for (const char* opt : testing::kOptimizers) {
     const proto::EmbeddingConfig config = testing::TestConfig(opt);
-    auto c = Make(config, w.self.get(), kGlobalBatch, nullptr);
+    auto c = MakeCollection(config, w.self.get(), kGlobalBatch, nullptr);
     testing::PlainReference ref(c->spec());
     for (int step = 0; step < kSteps; ++step) {
       const testing::GlobalBatch gb = testing::MakeGlobalBatch(c->spec(), kGlobalBatch, step);
@@ -234,7 +160,7 @@ TEST(EmbeddingCollection, SameSeedSameBitsOtherSeedOtherBits) {
   const int64_t B = kGlobalBatch / R;
   auto run = [&](uint64_t seed) {
     const proto::EmbeddingConfig config = testing::TestConfig(testing::kOptimizers[3], seed);
-    auto c = Make(config, w.world.get(), B, nullptr);
+    auto c = MakeCollection(config, w.world.get(), B, nullptr);
     for (int step = 0; step < 3; ++step) {
       const testing::GlobalBatch gb = testing::MakeGlobalBatch(c->spec(), kGlobalBatch, step);
       testing::LocalBatch mine = testing::SliceBatch(gb, rank * B, B);
@@ -264,7 +190,7 @@ TEST(EmbeddingCollection, AllocatesExactlyThePlannedBytes) {
   ASSERT_TRUE(spec.ok());
   for (const char* name : {"TW", "RW", "CW", "DP", "mixed"}) {
     const ShardingPlan plan = NamedPlan(*spec, name, w.world->size());
-    auto c = Make(config, w.world.get(), 4, &plan);
+    auto c = MakeCollection(config, w.world.get(), 4, &plan);
     EXPECT_EQ(c->allocated_bytes(), c->plan().memory[w.world->rank()].total()) << name;
     EXPECT_GT(c->plan().memory[w.world->rank()].comm, 0) << name;
   }

@@ -16,14 +16,19 @@
 #include <mpi.h>
 
 #include "csrc/comm/mpi_communicator.h"
+#include "tests/embedding/collection_fixture.h"
 #include "tests/embedding/embedding_test_util.h"
-#include "tests/embedding/mpi_world.h"
 
 namespace loom::embedding {
 namespace {
 
 using testing::BitEqual;
+using testing::ExpectSameTables;
 using testing::GetWorld;
+using testing::kGlobalBatch;
+using testing::kSteps;
+using testing::MakeCollection;
+using testing::NamedPlan;
 using testing::World;
 
 // L2 weight decay, decoupled weight decay, none.
@@ -48,7 +53,7 @@ TEST(DenseAdamKernel, MatchesPlainDenseAdamLoop) {
   constexpr int64_t kRows = 37;
   constexpr int kWidth = 12;
   constexpr int kRowBits = 6;
-  constexpr int kSteps = 7;
+  constexpr int kKernelSteps = 7;
   for (const char* text : kDenseAdams) {
     const OptimizerSpec os = ParseSpec(text);
     ASSERT_TRUE(os.dense_update);
@@ -70,7 +75,7 @@ TEST(DenseAdamKernel, MatchesPlainDenseAdamLoop) {
     s.num_rows = kRows;
     s.width = kWidth;
     const float lr_scale = 0.75f;
-    for (int step = 0; step < kSteps; ++step) {
+    for (int step = 0; step < kKernelSteps; ++step) {
       // Touched rows: none at step 2, all at step 4, else a random ~third, ascending.
       std::vector<int64_t> touched;
       for (int64_t r = 0; r < kRows; ++r) {
@@ -179,21 +184,6 @@ TEST(DenseAdamSpec, RefusedForNonAdam) {
 // ---------------------------------------------------------------------------------------
 // The collection.
 
-constexpr int64_t kGlobalBatch = 8;
-constexpr int kSteps = 5;
-
-std::unique_ptr<EmbeddingCollection> Make(const proto::EmbeddingConfig& config,
-                                          comm::Communicator* comm, int64_t batch,
-                                          const ShardingPlan* plan) {
-  CollectionOptions o;
-  o.batch_size = batch;
-  o.log_plan = false;
-  o.plan = plan;
-  auto c = EmbeddingCollection::Create(config, comm, o);
-  CHECK(c.ok()) << c.status();
-  return std::move(c).value();
-}
-
 // Dense-gradient Adam over whole tables: the row gradients accumulated in canonical order
 // (sample, feature, position) as PlainReference::Step does, zero for rows outside the batch,
 // then every row updated with the global step count; the update in double.
@@ -263,7 +253,7 @@ TEST(DenseAdamCollection, SingleRankMatchesDenseGradientAdam) {
   World& w = GetWorld();
   for (const char* opt : kDenseAdams) {
     const proto::EmbeddingConfig config = testing::TestConfig(opt);
-    auto c = Make(config, w.self.get(), kGlobalBatch, nullptr);
+    auto c = MakeCollection(config, w.self.get(), kGlobalBatch, nullptr);
     DenseAdamReference ref(c->spec());
     for (int step = 0; step < kSteps; ++step) {
       const testing::GlobalBatch gb = testing::MakeGlobalBatch(c->spec(), kGlobalBatch, step);
@@ -290,30 +280,6 @@ TEST(DenseAdamCollection, SingleRankMatchesDenseGradientAdam) {
 }
 
 // The plans of embedding_collection_test.cc (TW, RW, CW, DP) at world size R.
-ShardingPlan Plan(const EmbeddingSpec& spec, const std::string& name, int R) {
-  ShardingPlan plan;
-  plan.tables.resize(spec.tables.size());
-  std::vector<int> all(R);
-  for (int r = 0; r < R; ++r) all[r] = r;
-  for (size_t t = 0; t < spec.tables.size(); ++t) {
-    TablePlan& tp = plan.tables[t];
-    if (name == "TW") {
-      tp.strategy = Strategy::kTableWise;
-      tp.ranks = {static_cast<int>((t + 1) % R)};
-    } else if (name == "RW") {
-      tp.strategy = Strategy::kRowWise;
-      tp.ranks = all;
-    } else if (name == "CW") {
-      tp.strategy = Strategy::kColumnWise;
-      const int k = std::min(R, (spec.tables[t].dim + 3) / 4);
-      for (int j = 0; j < k; ++j) tp.ranks.push_back((R - 1 - j + static_cast<int>(t)) % R);
-    } else {
-      tp.strategy = Strategy::kDataParallel;
-    }
-  }
-  return plan;
-}
-
 class DenseAdamSharding : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(DenseAdamSharding, BitIdenticalToSingleRank) {
@@ -324,9 +290,9 @@ TEST_P(DenseAdamSharding, BitIdenticalToSingleRank) {
     const proto::EmbeddingConfig config = testing::TestConfig(opt);
     auto spec = BuildEmbeddingSpec(config, R);
     ASSERT_TRUE(spec.ok()) << spec.status();
-    const ShardingPlan plan = Plan(*spec, GetParam(), R);
-    auto sharded = Make(config, w.world.get(), B, &plan);
-    auto reference = Make(config, w.self.get(), kGlobalBatch, nullptr);
+    const ShardingPlan plan = NamedPlan(*spec, GetParam(), R);
+    auto sharded = MakeCollection(config, w.world.get(), B, &plan);
+    auto reference = MakeCollection(config, w.self.get(), kGlobalBatch, nullptr);
     const std::string what = std::string(GetParam()) + " R=" + std::to_string(R) + " " + opt;
     for (int step = 0; step < kSteps; ++step) {
       const testing::GlobalBatch gb = testing::MakeGlobalBatch(*spec, kGlobalBatch, step);
@@ -340,15 +306,11 @@ TEST_P(DenseAdamSharding, BitIdenticalToSingleRank) {
       sharded->Backward(my_grads.grads);
       reference->Backward(all_grads.grads);
     }
+    ExpectSameTables(sharded.get(), reference.get(), what);
     for (size_t t = 0; t < spec->tables.size(); ++t) {
       const TableContents x = sharded->GatherTable(static_cast<int>(t));
-      const TableContents y = reference->GatherTable(static_cast<int>(t));
-      const std::string wt = what + " table " + spec->tables[t].name;
-      ASSERT_EQ(x.weights.size(), y.weights.size());
-      EXPECT_TRUE(BitEqual(x.weights.data(), y.weights.data(), x.weights.size(), wt + " w"));
-      EXPECT_TRUE(BitEqual(x.state0.data(), y.state0.data(), x.state0.size(), wt + " m"));
-      EXPECT_TRUE(BitEqual(x.state1.data(), y.state1.data(), x.state1.size(), wt + " v"));
-      EXPECT_EQ(x.steps, std::vector<int32_t>(x.steps.size(), kSteps)) << wt;
+      EXPECT_EQ(x.steps, std::vector<int32_t>(x.steps.size(), kSteps))
+          << what << " table " << spec->tables[t].name;
     }
     if (::testing::Test::HasFailure()) return;
   }
