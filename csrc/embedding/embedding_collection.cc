@@ -33,6 +33,9 @@ enum Stage {
   kStageRowSumsExchanged,
 };
 
+// Sequence outputs from this size on are written with streaming stores (StagePool).
+constexpr int64_t kStreamOutputBytes = int64_t{4} << 20;
+
 // Tables and the arena are read at random rows: with 4 KiB pages nearly every row costs a
 // TLB miss (and, under a hypervisor, a two-level page walk). Large blocks are 2 MiB aligned and
 // advised as huge pages (Linux THP in "madvise" mode honours it); small ones are 64-byte
@@ -578,6 +581,15 @@ const EmbeddingOutputs& EmbeddingCollection::StagePool() {
   a.unique_ptr = Buf<const float*>(kUniquePtr);
   a.feature_out = feature_out_.data();
   a.feature_mask = feature_mask_.data();
+  // Sequence outputs larger than a core's L2 leave the cache before the model reads them, so
+  // they are written without first reading every line (embedding_kernels.h).
+  int64_t sequence_bytes = 0;
+  for (const FeatureSpec& fs : spec_.features) {
+    if (fs.is_sequence()) {
+      sequence_bytes += batch_ * fs.max_length * spec_.tables[fs.table].dim * sizeof(float);
+    }
+  }
+  a.stream_outputs = sequence_bytes >= kStreamOutputBytes;
   PoolForward(ExecContext::Cpu(), a);
   // Views narrowed to this batch.
   outputs_ = EmbeddingOutputs();

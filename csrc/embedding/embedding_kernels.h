@@ -134,6 +134,9 @@ struct PoolArgs {
   const float* const* unique_ptr = nullptr;  // [U] where each unique row slice is
   float* const* feature_out = nullptr;       // [F] output base per feature
   float* const* feature_mask = nullptr;      // [F] (B, T) mask for sequences, else null
+  // CPU: write the sequence outputs with streaming (cache-bypassing) stores; for outputs far
+  // larger than a core's cache, which the next op reads from memory either way.
+  bool stream_outputs = false;
 };
 
 // Stage "pool" (restore the local order): per bag, in item order,

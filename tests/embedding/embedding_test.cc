@@ -2,6 +2,7 @@
 // accounting, each stage kernel against a plain oracle, each stage of the collection run
 // alone, and bad input.
 #include <algorithm>
+#include <cstdint>
 #include <numeric>
 #include <random>
 
@@ -439,6 +440,75 @@ TEST(GatherRowsAndPool, CopyAndPoolInBagOrder) {
   a.feature_mask = &fm;
   PoolForward(ExecContext::Cpu(), a);
   EXPECT_EQ(pooled, (std::vector<float>{32, 34.5f, 37, 39.5f, 0, 0, 0, 0}));
+}
+
+// A sequence feature and a pooled one, written with plain and with streaming stores: the same
+// outputs, pre-padded with a mask. The sequence at width 8 takes the streaming path; at width
+// 6 its rows are not 16-byte multiples and fall back to plain stores.
+TEST(Pool, SequenceOutputsTheSameWithStreamingStores) {
+  for (const int D : {8, 6}) {
+    const int64_t B = 3, T = 4;
+    std::vector<float> rows(5 * D);
+    for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<float>(i) + 0.5f;
+    std::vector<const float*> uptr;
+    for (int r = 0; r < 5; ++r) uptr.push_back(rows.data() + r * D);
+    std::vector<FeatureRoute> fr(2);
+    fr[0].kind = static_cast<int>(FeatureKind::kSequence);
+    fr[0].dim = D;
+    fr[0].max_length = T;
+    fr[0].num_parts = 1;
+    fr[1].kind = static_cast<int>(FeatureKind::kMultiHot);
+    fr[1].dim = D;
+    fr[1].out_stride = D;
+    std::vector<RoutePart> parts = {{0, 0, 0, 0, D, 0}, {1, 0, 0, 0, D, 0}};
+    // Bags (b, f), b-major: sequences of 2, 0 and 4 tokens; pooled bags {3, 1}, {}, {2}.
+    std::vector<int64_t> begin = {0, 2, 4, 4, 4, 8, 9};
+    std::vector<int32_t> to_unique = {4, 0, 3, 1, 0, 1, 2, 3, 2};
+    std::vector<int32_t> item_part = {0, 0, 1, 1, 0, 0, 0, 0, 1};
+    std::vector<float> scale = {1, 1, 2.0f, 0.5f, 1, 1, 1, 1, 3.0f};
+    std::vector<int64_t> item_out = {
+        (0 * T + 2) * D, (0 * T + 3) * D, 0,    0, (2 * T + 0) * D, (2 * T + 1) * D,
+        (2 * T + 2) * D, (2 * T + 3) * D, 2 * D};
+    std::vector<float> expect_seq(B * T * D, 0.0f), expect_mask(B * T, 0.0f),
+        expect_pooled(B * D, 0.0f);
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t i = begin[b * 2]; i < begin[b * 2 + 1]; ++i) {
+        for (int c = 0; c < D; ++c) expect_seq[item_out[i] + c] = uptr[to_unique[i]][c];
+        expect_mask[item_out[i] / D] = 1.0f;
+      }
+      for (int64_t i = begin[b * 2 + 1]; i < begin[b * 2 + 2]; ++i) {
+        for (int c = 0; c < D; ++c)
+          expect_pooled[item_out[i] + c] += scale[i] * uptr[to_unique[i]][c];
+      }
+    }
+    for (const bool stream : {false, true}) {
+      // 64-byte aligned outputs, as the collection's arena gives, filled with garbage first.
+      std::vector<float> seq_buf(B * T * D + 16, -7.0f), mask(B * T, -7.0f), pooled(B * D, -7.0f);
+      float* seq = seq_buf.data();
+      while (reinterpret_cast<uintptr_t>(seq) % 64 != 0) ++seq;
+      std::vector<float*> fo = {seq, pooled.data()};
+      std::vector<float*> fm = {mask.data(), nullptr};
+      PoolArgs a;
+      a.features = fr.data();
+      a.num_features = 2;
+      a.parts = parts.data();
+      a.batch = B;
+      a.bag_item_begin = begin.data();
+      a.item_part = item_part.data();
+      a.item_scale = scale.data();
+      a.item_out = item_out.data();
+      a.item_to_unique = to_unique.data();
+      a.unique_ptr = uptr.data();
+      a.feature_out = fo.data();
+      a.feature_mask = fm.data();
+      a.stream_outputs = stream;
+      PoolForward(ExecContext::Cpu(), a);
+      EXPECT_EQ(std::vector<float>(seq, seq + B * T * D), expect_seq)
+          << "D " << D << " stream " << stream;
+      EXPECT_EQ(mask, expect_mask) << "D " << D << " stream " << stream;
+      EXPECT_EQ(pooled, expect_pooled) << "D " << D << " stream " << stream;
+    }
+  }
 }
 
 // Each optimizer's kernel against the plain formula on random rows, with L2 and decoupled
