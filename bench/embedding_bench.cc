@@ -34,6 +34,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
@@ -351,6 +352,9 @@ int main(int argc, char** argv) {
       printf("stage breakdown (median process CPU ms, all threads):");
       for (int k = 0; k < 13; ++k)
         printf(" %s %.2f%s", kStages[k], Median(stage_cpu[k]) * 1e3, k == 12 ? "\n" : ",");
+      const std::filesystem::path jp(json);
+      std::error_code ec;  // a directory that cannot be made shows as the open failing below
+      if (jp.has_parent_path()) std::filesystem::create_directories(jp.parent_path(), ec);
       std::ofstream out(json);
       if (out) {
         out << "{\"bench\": \"embedding_bench\", \"ranks\": " << R
