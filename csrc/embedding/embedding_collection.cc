@@ -820,6 +820,7 @@ void EmbeddingCollection::StageReduce() {
   a.local_num_items = num_items_;
   a.local_item_to_unique = Buf<int32_t>(kItemToUnique);
   a.local_to_merged = Buf<int32_t>(kLocalToMerged);
+  a.local_item_merged = Buf<int32_t>(kSortValsTmp);  // free once StageMerge has sorted
   if (has_cw_rowwise_) {
     ReduceRows(ExecContext::Cpu(), a);
   } else {

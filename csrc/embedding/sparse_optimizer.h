@@ -86,6 +86,7 @@ struct ReduceArgs {
   int64_t local_num_items = 0;
   const int32_t* local_item_to_unique = nullptr;  // [N]
   const int32_t* local_to_merged = nullptr;       // [U_req] merged row of a local unique, or -1
+  int32_t* local_item_merged = nullptr;           // [N] scratch (optional): each item's merged row
 };
 
 struct UpdateArgs {

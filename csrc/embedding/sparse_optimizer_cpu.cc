@@ -226,26 +226,41 @@ void ReduceImpl(const ReduceArgs& a, const UpdateArgs* update) {
       FoldEntries(a, u, s.width, g, sweep ? kBefore : kAll);
     }
     if (sweep) {
+      // Every thread walks all items and folds those of its rows. With several threads, the
+      // items' merged rows are looked up once, shared (one barrier): a thread then skips a
+      // foreign item with one sequential load instead of two dependent random ones.
+      const int32_t* item_merged = nullptr;
+      if (nt > 1 && a.local_item_merged != nullptr) {
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < a.local_num_items; ++i) {
+          a.local_item_merged[i] = a.local_to_merged[a.local_item_to_unique[i]];
+        }
+        item_merged = a.local_item_merged;
+      }
+      auto merged_of = [&](int64_t i) {
+        return item_merged != nullptr ? item_merged[i]
+                                      : a.local_to_merged[a.local_item_to_unique[i]];
+      };
       // The accumulator row of an item is three dependent random loads away (local_to_merged,
       // reduced_off, the row): prefetched in three stages, each a few items ahead of the next.
       constexpr int64_t kAheadMap = 40, kAheadOff = 24, kAheadRow = 12;
       const int64_t n = a.local_num_items;
       for (int64_t i = 0; i < n; ++i) {
-        if (i + kAheadMap < n) {
+        if (item_merged == nullptr && i + kAheadMap < n) {
           __builtin_prefetch(a.local_to_merged + a.local_item_to_unique[i + kAheadMap]);
         }
         if (i + kAheadOff < n) {
-          const int32_t mn = a.local_to_merged[a.local_item_to_unique[i + kAheadOff]];
+          const int32_t mn = merged_of(i + kAheadOff);
           if (mn >= m0 && mn < m1) __builtin_prefetch(a.reduced_off + mn);
         }
         if (i + kAheadRow < n) {
-          const int32_t mn = a.local_to_merged[a.local_item_to_unique[i + kAheadRow]];
+          const int32_t mn = merged_of(i + kAheadRow);
           if (mn >= m0 && mn < m1) {
             const int wn = a.local_parts[a.local_item_part[i + kAheadRow]].width;
             PrefetchLinesForWrite(a.reduced + a.reduced_off[mn], wn * 4);
           }
         }
-        const int32_t m = a.local_to_merged[a.local_item_to_unique[i]];
+        const int32_t m = merged_of(i);
         if (m < m0 || m >= m1) continue;
         const RoutePart& rp = a.local_parts[a.local_item_part[i]];
         const float* __restrict x = a.local_feature_grad[rp.feature] + a.local_item_out[i];

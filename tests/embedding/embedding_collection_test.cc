@@ -1,9 +1,10 @@
 // The sharded collection at R = 1, 2, 4 ranks (loom_add_mpi_test): every plan (TW, RW, CW, DP
 // and a mixed one) against an unsharded single-rank collection on the same global batch, bit
 // for bit, for every optimizer; the single-rank collection against the plain reference of
-// embedding_test_util.h; same seed -> same bits.
+// embedding_test_util.h; same seed -> same bits; OpenMP threads per rank -> same bits.
 #include <gtest/gtest.h>
 #include <mpi.h>
+#include <omp.h>
 
 #include "csrc/comm/mpi_communicator.h"
 #include "tests/embedding/collection_fixture.h"
@@ -73,6 +74,51 @@ INSTANTIATE_TEST_SUITE_P(Plans, ShardingEquivalence,
                          [](const ::testing::TestParamInfo<const char*>& p) {
                            return std::string(p.param);
                          });
+
+// OpenMP threads split bags, items and rows among themselves while every row still sums its
+// contributions in canonical order: three threads per rank (an uneven split) give the bits of
+// one, for every optimizer.
+TEST(EmbeddingCollection, ThreadsPerRankDoNotChangeBits) {
+  World& w = GetWorld();
+  const int R = w.world->size(), rank = w.world->rank();
+  const int64_t B = kGlobalBatch / R;
+  const int threads_before = omp_get_max_threads();
+  constexpr int kThreads = 3;
+  for (const char* opt : testing::kOptimizers) {
+    const proto::EmbeddingConfig config = testing::TestConfig(opt);
+    auto spec = BuildEmbeddingSpec(config, R);
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    const ShardingPlan plan = NamedPlan(*spec, "mixed", R);
+    omp_set_num_threads(kThreads);  // the workspace is sized for the threads at creation
+    auto threaded = MakeCollection(config, w.world.get(), B, &plan);
+    omp_set_num_threads(1);
+    auto single = MakeCollection(config, w.world.get(), B, &plan);
+    const std::string what = "R=" + std::to_string(R) + " " + opt;
+    for (int step = 0; step < kSteps; ++step) {
+      const testing::GlobalBatch gb = testing::MakeGlobalBatch(*spec, kGlobalBatch, step);
+      testing::LocalBatch mine = testing::SliceBatch(gb, rank * B, B);
+      omp_set_num_threads(kThreads);
+      const EmbeddingOutputs& x = threaded->Forward(mine.batch);
+      omp_set_num_threads(1);
+      const EmbeddingOutputs& y = single->Forward(mine.batch);
+      EXPECT_TRUE(BitEqual(x.pooled.data<float>(), y.pooled.data<float>(), x.pooled.numel(),
+                           what + " pooled step " + std::to_string(step)));
+      for (size_t s = 0; s < x.sequences.size(); ++s) {
+        EXPECT_TRUE(BitEqual(x.sequences[s].data<float>(), y.sequences[s].data<float>(),
+                             x.sequences[s].numel(), what + " sequence " + std::to_string(s)));
+      }
+      const testing::GlobalGrads gg = testing::MakeGlobalGrads(*spec, kGlobalBatch, step);
+      testing::LocalGrads my_grads = testing::SliceGrads(*spec, gg, rank * B, B);
+      omp_set_num_threads(kThreads);
+      threaded->Backward(my_grads.grads);
+      omp_set_num_threads(1);
+      single->Backward(my_grads.grads);
+    }
+    omp_set_num_threads(threads_before);
+    ExpectSameTables(threaded.get(), single.get(), what + " after 5 steps");
+    if (::testing::Test::HasFailure()) return;
+  }
+}
 
 // The automatic plan too (small tables replicated, the rest placed by the planner).
 TEST(EmbeddingCollection, AutomaticPlanMatchesSingleRank) {
