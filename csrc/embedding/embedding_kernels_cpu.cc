@@ -13,6 +13,7 @@
 
 #include "csrc/embedding/embedding_spec.h"
 #include "csrc/embedding/id_map.h"
+#include "csrc/embedding/row_ops_cpu.h"
 
 namespace loom::embedding::internal {
 namespace {
@@ -39,50 +40,6 @@ inline void PrefetchRow(const float* p, int width) {
 // bound by misses in flight, and a much longer distance only stalls on full fill buffers).
 // With streaming output stores, 16 measured best of 4-64 (8: +0.2-0.4 ms per bench step).
 constexpr int64_t kPoolAhead = 16;
-
-// dst[c] += s * src[c]; written so the compiler vectorizes it (no reassociation needed).
-template <int W>
-inline void AxpyFixed(float* __restrict dst, const float* __restrict src, float s) {
-#pragma omp simd
-  for (int c = 0; c < W; ++c) dst[c] += s * src[c];
-}
-inline void Axpy(float* __restrict dst, const float* __restrict src, float s, int w) {
-  switch (w) {  // the common widths fully unrolled, the rest in a loop: the same operations
-    case 16:
-      return AxpyFixed<16>(dst, src, s);
-    case 32:
-      return AxpyFixed<32>(dst, src, s);
-    case 64:
-      return AxpyFixed<64>(dst, src, s);
-    case 128:
-      return AxpyFixed<128>(dst, src, s);
-    default:
-      break;
-  }
-#pragma omp simd
-  for (int c = 0; c < w; ++c) dst[c] += s * src[c];
-}
-
-// dst[0, w) = src[0, w): inline vector moves for the common widths instead of a memcpy call.
-template <int W>
-inline void CopyFixed(float* __restrict dst, const float* __restrict src) {
-#pragma omp simd
-  for (int c = 0; c < W; ++c) dst[c] = src[c];
-}
-inline void CopyRow(float* __restrict dst, const float* __restrict src, int w) {
-  switch (w) {
-    case 16:
-      return CopyFixed<16>(dst, src);
-    case 32:
-      return CopyFixed<32>(dst, src);
-    case 64:
-      return CopyFixed<64>(dst, src);
-    case 128:
-      return CopyFixed<128>(dst, src);
-    default:
-      std::memcpy(dst, src, w * sizeof(float));
-  }
-}
 
 // Streaming (non-temporal) stores for outputs too large to stay in a core's cache: they skip the
 // read-for-ownership a plain store makes of every output line (the sequence outputs are mostly
@@ -592,7 +549,7 @@ void PoolForwardCpu(const PoolArgs& a) {
           if (i + kPoolAhead < item_end) {
             PrefetchRow(row_of(i + kPoolAhead), a.parts[a.item_part[i + kPoolAhead]].width);
           }
-          Axpy(out + a.item_out[i], row_of(i), a.item_scale[i], a.parts[a.item_part[i]].width);
+          AxpyRow(out + a.item_out[i], row_of(i), a.item_scale[i], a.parts[a.item_part[i]].width);
         }
       }
     }

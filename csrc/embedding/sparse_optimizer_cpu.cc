@@ -9,51 +9,10 @@
 
 #include <omp.h>
 
+#include "csrc/embedding/row_ops_cpu.h"
+
 namespace loom::embedding::internal {
 namespace {
-
-// g[c] = g[c] + sc * x[c] (Axpy) and g[c] = g[c] + x[c] (Add), c < w: one expression per
-// element, so the fixed-width copies (fully unrolled for the common widths) give the same bits.
-template <int kW>
-inline void AxpyFixed(float* __restrict g, float sc, const float* __restrict x) {
-#pragma omp simd
-  for (int c = 0; c < kW; ++c) g[c] = g[c] + sc * x[c];
-}
-inline void Axpy(float* __restrict g, float sc, const float* __restrict x, int w) {
-  switch (w) {
-    case 16:
-      return AxpyFixed<16>(g, sc, x);
-    case 32:
-      return AxpyFixed<32>(g, sc, x);
-    case 64:
-      return AxpyFixed<64>(g, sc, x);
-    case 128:
-      return AxpyFixed<128>(g, sc, x);
-    default:
-#pragma omp simd
-      for (int c = 0; c < w; ++c) g[c] = g[c] + sc * x[c];
-  }
-}
-template <int kW>
-inline void AddFixed(float* __restrict g, const float* __restrict x) {
-#pragma omp simd
-  for (int c = 0; c < kW; ++c) g[c] = g[c] + x[c];
-}
-inline void Add(float* __restrict g, const float* __restrict x, int w) {
-  switch (w) {
-    case 16:
-      return AddFixed<16>(g, x);
-    case 32:
-      return AddFixed<32>(g, x);
-    case 64:
-      return AddFixed<64>(g, x);
-    case 128:
-      return AddFixed<128>(g, x);
-    default:
-#pragma omp simd
-      for (int c = 0; c < w; ++c) g[c] = g[c] + x[c];
-  }
-}
 
 inline void FoldLocal(const ReduceArgs& a, int32_t local, int w, float* __restrict g) {
   for (int32_t j = a.local_unique_begin[local]; j < a.local_unique_begin[local + 1]; ++j) {
@@ -61,7 +20,7 @@ inline void FoldLocal(const ReduceArgs& a, int32_t local, int w, float* __restri
     const RoutePart& rp = a.local_parts[a.local_item_part[i]];
     const float* __restrict x = a.local_feature_grad[rp.feature] + a.local_item_out[i];
     const float sc = a.local_item_scale[i];
-    Axpy(g, sc, x, w);
+    AxpyRow(g, x, sc, w);
   }
 }
 
@@ -84,7 +43,7 @@ inline void FoldEntries(const ReduceArgs& a, int64_t u, int w, float* __restrict
     const float* x = a.entry_contrib[entry];
     for (int32_t j = 0; j < a.entry_count[entry]; ++j, x += w) {
       if (j + 1 < a.entry_count[entry]) __builtin_prefetch(x + w);
-      Add(g, x, w);
+      AddRow(g, x, w);
     }
   }
 }
@@ -179,18 +138,7 @@ inline void UpdateOneW(const OptimizerParams& p, float lr, const ShardView& s, i
 
 inline void UpdateOne(const OptimizerParams& p, float lr, const ShardView& s, int64_t row,
                       const float* __restrict g, float row_sq_external) {
-  switch (s.width) {
-    case 16:
-      return UpdateOneW<16>(p, lr, s, row, g, row_sq_external);
-    case 32:
-      return UpdateOneW<32>(p, lr, s, row, g, row_sq_external);
-    case 64:
-      return UpdateOneW<64>(p, lr, s, row, g, row_sq_external);
-    case 128:
-      return UpdateOneW<128>(p, lr, s, row, g, row_sq_external);
-    default:
-      return UpdateOneW<0>(p, lr, s, row, g, row_sq_external);
-  }
+  WithFixedWidth(s.width, [&](auto W) { UpdateOneW<W()>(p, lr, s, row, g, row_sq_external); });
 }
 
 }  // namespace
@@ -266,7 +214,7 @@ void ReduceImpl(const ReduceArgs& a, const UpdateArgs* update) {
         const float* __restrict x = a.local_feature_grad[rp.feature] + a.local_item_out[i];
         float* __restrict g = a.reduced + a.reduced_off[m];
         const float sc = a.local_item_scale[i];
-        Axpy(g, sc, x, rp.width);
+        AxpyRow(g, x, sc, rp.width);
       }
     }
     for (int64_t u = m0; u < m1; ++u) {
