@@ -13,7 +13,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
+#include <map>
 #include <random>
 #include <set>
 #include <string>
@@ -241,6 +243,28 @@ void ExpectNothingWritten(const std::string& dir) {
   }
 }
 
+// A tool refused: `st` is an error whose message holds every substring of `want` (an error
+// must name the file and the fault, not merely fail), and `out`, when given, holds nothing.
+void ExpectRefused(const Status& st, const std::vector<std::string>& want,
+                   const std::string& out = "") {
+  ASSERT_FALSE(st.ok()) << "want an error mentioning " << ::testing::PrintToString(want);
+  for (const auto& w : want)
+    EXPECT_NE(st.message().find(w), std::string::npos) << "no '" << w << "' in: " << st;
+  if (!out.empty()) ExpectNothingWritten(out);
+}
+
+// Every regular file below `dir`: path relative to `dir` -> contents.
+std::map<std::string, std::string> FilesOf(const std::string& dir) {
+  std::map<std::string, std::string> files;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    std::ifstream f(e.path(), std::ios::binary);
+    files[fs::relative(e.path(), dir).string()] =
+        std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  }
+  return files;
+}
+
 std::string StrategyOf(const proto::CheckpointManifest& m, const std::string& table) {
   for (const auto& t : m.tables()) {
     if (t.name() == table) {
@@ -381,11 +405,7 @@ TEST(Reshard, AnOverrideNamingAMissingRankAsksForAPlan) {
   const std::string src = SaveTestCheckpoint(dir / "src", 4, TestConfig(kPlanA4));
   ReshardOptions o;
   o.world_size = 2;
-  auto r = Reshard(src, dir / "out", o);
-  ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("outside [0, 2)"), std::string::npos) << r.status();
-  EXPECT_NE(r.status().message().find("--plan"), std::string::npos) << r.status();
-  ExpectNothingWritten(dir / "out");
+  ExpectRefused(Reshard(src, dir / "out", o).status(), {"outside [0, 2)", "--plan"}, dir / "out");
 }
 
 TEST(Reshard, APlanRecordsItsOverridesInTheConfigText) {
@@ -414,11 +434,9 @@ TEST(Reshard, ExistingOutputNeedsOverwriteAndInPlaceWorks) {
   o.world_size = 2;
   o.has_plan = true;
   // In place: the output directory is the source's own, so its step exists.
-  auto r = Reshard(src, dir / "ck", o);
-  ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("exists"), std::string::npos) << r.status();
+  ASSERT_NO_FATAL_FAILURE(ExpectRefused(Reshard(src, dir / "ck", o).status(), {"exists"}));
   o.overwrite = true;
-  r = Reshard(src, dir / "ck", o);
+  auto r = Reshard(src, dir / "ck", o);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->path, src);
   auto m = ReadManifest(src);
@@ -919,16 +937,11 @@ TEST(Import, NamesMissingUnknownAndMisshapenTensors) {
     w.Add("not.a.parameter", Tensor::Zeros(Shape{3}, DType::kF32).view());
     LOOM_CHECK_OK(w.Write(dir / "bad.safetensors"));
   }
-  auto r = ImportSafetensors(dir / "bad.safetensors", src, dir / "out", ImportOptions());
-  ASSERT_FALSE(r.ok());
-  const std::string& msg = r.status().message();
-  EXPECT_NE(msg.find("head.out.weight is (1, 7) in bad.safetensors, the checkpoint's is (1, 6)"),
-            std::string::npos)
-      << msg;
-  EXPECT_NE(msg.find("lacks layers.0.norm.weight"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("embedding.users.weight"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("not.a.parameter"), std::string::npos) << msg;
-  ExpectNothingWritten(dir / "out");
+  ASSERT_NO_FATAL_FAILURE(ExpectRefused(
+      ImportSafetensors(dir / "bad.safetensors", src, dir / "out", ImportOptions()).status(),
+      {"head.out.weight is (1, 7) in bad.safetensors, the checkpoint's is (1, 6)",
+       "lacks layers.0.norm.weight", "embedding.users.weight", "not.a.parameter"},
+      dir / "out"));
   // Allowed partial import: only head.out.weight replaced (with the right shape).
   {
     SafetensorsWriter w;
@@ -941,7 +954,7 @@ TEST(Import, NamesMissingUnknownAndMisshapenTensors) {
   ImportOptions o;
   o.allow_missing = true;
   o.ignore_unknown = true;
-  r = ImportSafetensors(dir / "part.safetensors", src, dir / "out", o);
+  auto r = ImportSafetensors(dir / "part.safetensors", src, dir / "out", o);
   ASSERT_TRUE(r.ok()) << r.status();
   auto diffs = DiffCheckpoints(src, r->path, DiffOptions());
   ASSERT_TRUE(diffs.ok());
@@ -951,7 +964,8 @@ TEST(Import, NamesMissingUnknownAndMisshapenTensors) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Damaged checkpoints: an error naming the file and the fault, never a crash, nothing written.
+// Damaged checkpoints: an error naming the file and the fault, never a crash, nothing written,
+// the damaged source left as it was.
 
 struct Damaged {
   TempDir dir;
@@ -971,6 +985,31 @@ struct Damaged {
     }
     return 0;
   }
+  // A byte between two tensors (alignment padding) of some file: in no tensor, but in the
+  // file's CRC.
+  uint64_t PaddingByte(std::string* file) const {
+    for (const auto& f : manifest.files()) {
+      std::vector<std::pair<uint64_t, uint64_t>> spans;
+      for (const auto& e : manifest.tensors()) {
+        if (e.file() == f.name()) spans.push_back({e.offset(), e.offset() + e.size_bytes()});
+      }
+      std::sort(spans.begin(), spans.end());
+      for (size_t i = 1; i < spans.size(); ++i) {
+        if (spans[i].first > spans[i - 1].second) {
+          *file = f.name();
+          return spans[i - 1].second;
+        }
+      }
+    }
+    return 0;
+  }
+  // The size of `file` the manifest records.
+  uint64_t FileSize(const std::string& file) const {
+    for (const auto& f : manifest.files()) {
+      if (f.name() == file) return f.size_bytes();
+    }
+    return 0;
+  }
   void FlipByte(const std::string& file, uint64_t at) const {
     std::fstream f(src + "/" + file, std::ios::in | std::ios::out | std::ios::binary);
     f.seekg(static_cast<std::streamoff>(at));
@@ -980,119 +1019,120 @@ struct Damaged {
     f.seekp(static_cast<std::streamoff>(at));
     f.write(&c, 1);
   }
-  // Every tool reports `want` (all substrings) and writes nothing.
+  // Flips a byte inside a tensor of `file`; *tensor names that tensor.
+  void FlipTensorByte(const std::string& file, std::string* tensor) const {
+    const uint64_t at = ByteInTensor(file, tensor);
+    ASSERT_GT(at, 0u) << file;
+    FlipByte(file, at);
+  }
+  // Replaces the manifest with `m`, its CRC line rewritten so that it reads as intact.
+  void RewriteManifest(const proto::CheckpointManifest& m) const {
+    std::string bytes;
+    m.SerializeToString(&bytes);
+    char line[64];
+    std::snprintf(line, sizeof(line), "crc32c=%08x size=%zu\n",
+                  data::Crc32c(bytes.data(), bytes.size()), bytes.size());
+    std::ofstream(src + "/manifest.pb", std::ios::binary) << bytes;
+    std::ofstream(src + "/manifest.crc32c") << line;
+  }
+  // Every tool refuses with an error mentioning `want` (all substrings), writes nothing and
+  // leaves every file of the source as it was.
   void ExpectEveryToolFails(const std::vector<std::string>& want) const {
+    const std::map<std::string, std::string> before = FilesOf(src);
     ReshardOptions o;
     o.world_size = 2;
     o.has_plan = true;
-    auto r = Reshard(src, dir / "out", o);
-    ASSERT_FALSE(r.ok());
-    for (const auto& w : want)
-      EXPECT_NE(r.status().message().find(w), std::string::npos) << r.status();
-    ExpectNothingWritten(dir / "out");
-    auto m = Merge(src, dir / "out", ReshardOptions());
-    ASSERT_FALSE(m.ok());
-    ExpectNothingWritten(dir / "out");
-    auto e = ExportSafetensors(src, dir / "x/model.safetensors", ExportOptions());
-    ASSERT_FALSE(e.ok());
-    for (const auto& w : want)
-      EXPECT_NE(e.status().message().find(w), std::string::npos) << e.status();
-    ExpectNothingWritten(dir / "x");
-    auto d = DiffCheckpoints(src, src, DiffOptions());
-    ASSERT_FALSE(d.ok());
-    for (const auto& w : want)
-      EXPECT_NE(d.status().message().find(w), std::string::npos) << d.status();
+    ASSERT_NO_FATAL_FAILURE(
+        ExpectRefused(Reshard(src, dir / "out", o).status(), want, dir / "out"));
+    ASSERT_NO_FATAL_FAILURE(
+        ExpectRefused(Merge(src, dir / "out", ReshardOptions()).status(), want, dir / "out"));
+    ASSERT_NO_FATAL_FAILURE(
+        ExpectRefused(ExportSafetensors(src, dir / "x/model.safetensors", ExportOptions()).status(),
+                      want, dir / "x"));
+    ASSERT_NO_FATAL_FAILURE(ExpectRefused(DiffCheckpoints(src, src, DiffOptions()).status(), want));
+    EXPECT_TRUE(FilesOf(src) == before) << "a tool changed the damaged source " << src;
   }
 };
 
-TEST(Damaged, ACorruptedByteIsAChecksumErrorNamingTheFileAndTensor) {
+// One damage per row: `damage` breaks d's checkpoint and sets what every tool's error must
+// mention.
+struct DamageCase {
+  const char* name;
+  void (*damage)(const Damaged& d, std::vector<std::string>* want);
+};
+
+void PrintTo(const DamageCase& c, std::ostream* os) { *os << c.name; }
+
+const DamageCase kDamageCases[] = {
+    {"ACorruptedByteIsAChecksumErrorNamingTheFileAndTensor",
+     [](const Damaged& d, std::vector<std::string>* want) {
+       std::string tensor;
+       d.FlipTensorByte("embedding-r00001.bin", &tensor);
+       *want = {"step-000000000120/embedding-r00001.bin", "tensor " + tensor, "CRC-32C",
+                "the manifest says", "(corrupted)"};
+     }},
+    {"ACorruptedDenseByteToo",
+     [](const Damaged& d, std::vector<std::string>* want) {
+       std::string tensor;
+       d.FlipTensorByte("dense.bin", &tensor);
+       *want = {"step-000000000120/dense.bin", "tensor " + tensor, "(corrupted)"};
+     }},
+    {"ACorruptedPaddingByteIsFoundToo",
+     [](const Damaged& d, std::vector<std::string>* want) {
+       std::string file;
+       const uint64_t at = d.PaddingByte(&file);
+       ASSERT_GT(at, 0u);
+       d.FlipByte(file, at);
+       *want = {"step-000000000120/" + file, "corrupted outside the tensors"};
+     }},
+    {"ATruncatedFileIsNamedWithItsExpectedSize",
+     [](const Damaged& d, std::vector<std::string>* want) {
+       const uint64_t size = d.FileSize("embedding-r00002.bin");
+       ASSERT_GT(size, 10u);
+       fs::resize_file(d.src + "/embedding-r00002.bin", size - 10);
+       *want = {"step-000000000120/embedding-r00002.bin: size " + std::to_string(size - 10) +
+                ", the manifest says " + std::to_string(size) + " (truncated)"};
+     }},
+    {"AMissingShardFileIsNamed",
+     [](const Damaged& d, std::vector<std::string>* want) {
+       fs::remove(d.src + "/embedding-r00003.bin");
+       *want = {"step-000000000120/embedding-r00003.bin: missing (written by rank 3)"};
+     }},
+    {"ACorruptedManifestIsNamed",
+     [](const Damaged& d, std::vector<std::string>* want) {
+       d.FlipByte("manifest.pb", 20);
+       *want = {"step-000000000120/manifest.pb", "(corrupted)"};
+     }},
+    // An intact manifest (CRC rewritten) that lists no piece for some rows: the tiling check
+    // names the table and the rows.
+    {"AManifestLackingAShardIsNamed",
+     [](const Damaged& d, std::vector<std::string>* want) {
+       proto::CheckpointManifest m = d.manifest;
+       auto* tensors = m.mutable_tensors();
+       for (int i = 0; i < tensors->size(); ++i) {
+         if (tensors->Get(i).name() == "embedding/users/shard2/weight") {
+           tensors->DeleteSubrange(i, 1);
+           break;
+         }
+       }
+       d.RewriteManifest(m);
+       *want = {"table 'users' weight", "no piece holds rows 2 mod 4"};
+     }},
+};
+
+class DamagedTest : public ::testing::TestWithParam<DamageCase> {};
+
+TEST_P(DamagedTest, EveryToolNamesTheFaultWritesNothingAndKeepsTheSource) {
   Damaged d;
-  std::string tensor;
-  const uint64_t at = d.ByteInTensor("embedding-r00001.bin", &tensor);
-  ASSERT_GT(at, 0u);
-  d.FlipByte("embedding-r00001.bin", at);
-  d.ExpectEveryToolFails({"step-000000000120/embedding-r00001.bin", "tensor " + tensor, "CRC-32C",
-                          "the manifest says", "(corrupted)"});
+  std::vector<std::string> want;
+  ASSERT_NO_FATAL_FAILURE(GetParam().damage(d, &want));
+  d.ExpectEveryToolFails(want);
 }
 
-TEST(Damaged, ACorruptedDenseByteToo) {
-  Damaged d;
-  std::string tensor;
-  const uint64_t at = d.ByteInTensor("dense.bin", &tensor);
-  d.FlipByte("dense.bin", at);
-  d.ExpectEveryToolFails({"step-000000000120/dense.bin", "tensor " + tensor, "(corrupted)"});
-}
-
-TEST(Damaged, ACorruptedPaddingByteIsFoundToo) {
-  // A byte between two tensors (alignment padding): not in any tensor, but in the file's CRC.
-  Damaged d;
-  std::string file;
-  uint64_t at = 0;
-  for (const auto& f : d.manifest.files()) {
-    std::vector<std::pair<uint64_t, uint64_t>> spans;
-    for (const auto& e : d.manifest.tensors()) {
-      if (e.file() == f.name()) spans.push_back({e.offset(), e.offset() + e.size_bytes()});
-    }
-    std::sort(spans.begin(), spans.end());
-    for (size_t i = 1; i < spans.size() && at == 0; ++i) {
-      if (spans[i].first > spans[i - 1].second) at = spans[i - 1].second;
-    }
-    if (at > 0) {
-      file = f.name();
-      break;
-    }
-  }
-  ASSERT_GT(at, 0u);
-  d.FlipByte(file, at);
-  d.ExpectEveryToolFails({"step-000000000120/" + file, "corrupted outside the tensors"});
-}
-
-TEST(Damaged, ATruncatedFileIsNamedWithItsExpectedSize) {
-  Damaged d;
-  uint64_t size = 0;
-  for (const auto& f : d.manifest.files()) {
-    if (f.name() == "embedding-r00002.bin") size = f.size_bytes();
-  }
-  ASSERT_GT(size, 10u);
-  fs::resize_file(d.src + "/embedding-r00002.bin", size - 10);
-  d.ExpectEveryToolFails({"step-000000000120/embedding-r00002.bin: size " +
-                          std::to_string(size - 10) + ", the manifest says " +
-                          std::to_string(size) + " (truncated)"});
-}
-
-TEST(Damaged, AMissingShardFileIsNamed) {
-  Damaged d;
-  fs::remove(d.src + "/embedding-r00003.bin");
-  d.ExpectEveryToolFails({"step-000000000120/embedding-r00003.bin: missing (written by rank 3)"});
-}
-
-TEST(Damaged, ACorruptedManifestIsNamed) {
-  Damaged d;
-  d.FlipByte("manifest.pb", 20);
-  d.ExpectEveryToolFails({"step-000000000120/manifest.pb", "(corrupted)"});
-}
-
-TEST(Damaged, AManifestLackingAShardIsNamed) {
-  // A manifest that is intact (CRC rewritten) but lists no piece for some rows: the tiling
-  // check names the table and the rows.
-  Damaged d;
-  proto::CheckpointManifest m = d.manifest;
-  auto* tensors = m.mutable_tensors();
-  for (int i = 0; i < tensors->size(); ++i) {
-    if (tensors->Get(i).name() == "embedding/users/shard2/weight") {
-      tensors->DeleteSubrange(i, 1);
-      break;
-    }
-  }
-  std::string bytes;
-  m.SerializeToString(&bytes);
-  char line[64];
-  std::snprintf(line, sizeof(line), "crc32c=%08x size=%zu\n",
-                data::Crc32c(bytes.data(), bytes.size()), bytes.size());
-  std::ofstream(d.src + "/manifest.pb", std::ios::binary) << bytes;
-  std::ofstream(d.src + "/manifest.crc32c") << line;
-  d.ExpectEveryToolFails({"table 'users' weight", "no piece holds rows 2 mod 4"});
-}
+INSTANTIATE_TEST_SUITE_P(Cases, DamagedTest, ::testing::ValuesIn(kDamageCases),
+                         [](const ::testing::TestParamInfo<DamageCase>& p) {
+                           return p.param.name;
+                         });
 
 TEST(Safetensors, DamagedFilesAreNamed) {
   TempDir dir;
@@ -1101,18 +1141,20 @@ TEST(Safetensors, DamagedFilesAreNamed) {
   const uint64_t size = fs::file_size(dir / "m.safetensors");
   fs::copy_file(dir / "m.safetensors", dir / "t.safetensors");
   fs::resize_file(dir / "t.safetensors", size - 4);
-  auto t = SafetensorsReader::Open(dir / "t.safetensors");
-  ASSERT_FALSE(t.ok());
-  EXPECT_NE(t.status().message().find(dir / "t.safetensors"), std::string::npos) << t.status();
-  EXPECT_NE(t.status().message().find("truncated"), std::string::npos) << t.status();
   std::ofstream(dir / "j.safetensors", std::ios::binary)
       << std::string("\x05\0\0\0\0\0\0\0{\"a\":", 13);
-  auto j = SafetensorsReader::Open(dir / "j.safetensors");
-  ASSERT_FALSE(j.ok());
-  EXPECT_NE(j.status().message().find("header JSON"), std::string::npos) << j.status();
-  auto imp = ImportSafetensors(dir / "t.safetensors", src, dir / "out", ImportOptions());
-  EXPECT_FALSE(imp.ok());
-  ExpectNothingWritten(dir / "out");
+  // One row per damaged file: what the reader's error must mention. Importing it fails too
+  // and writes nothing.
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {dir / "t.safetensors", {dir / "t.safetensors", "truncated"}},  // data cut short
+      {dir / "j.safetensors", {"header JSON"}},                       // header cut mid-JSON
+  };
+  for (const auto& [file, want] : cases) {
+    SCOPED_TRACE(file);
+    ASSERT_NO_FATAL_FAILURE(ExpectRefused(SafetensorsReader::Open(file).status(), want));
+    ASSERT_NO_FATAL_FAILURE(ExpectRefused(
+        ImportSafetensors(file, src, dir / "out", ImportOptions()).status(), {file}, dir / "out"));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
