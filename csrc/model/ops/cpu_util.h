@@ -27,10 +27,39 @@ inline int64_t NumRowChunks(int64_t rows) {
 }
 inline int64_t ChunkBegin(int64_t rows, int64_t chunks, int64_t p) { return rows * p / chunks; }
 
-// A grow-only, 64-byte aligned buffer private to the calling thread. It is allocated the
-// first time an op needs that much (the first step), never in the steady state. The pointer
-// is valid until the next call on the same thread.
-double* ScratchDoubles(size_t n);
+// Scratch memory: grow-only, kScratchAlignment-aligned buffers private to the calling thread,
+// one per slot. A buffer is allocated the first time an op needs that much (the first step),
+// never in the steady state, and grows geometrically.
+//
+// The rule: a pointer from slot S is valid until the next request for S on the same thread,
+// so code holding S's pointer must not call anything that requests S on its own thread (other
+// threads have their own buffers). Holders and what they call today:
+//   kDoubles (ScratchDoubles): ChunkedColumnReduce (its body must not use kDoubles), the
+//     reductions in reduce_cpu.cc, and GemmBatchedSum's CPU backend, which keeps its partials
+//     there while it runs Gemm products on the same thread.
+//   kGemmPack: Loom's f32 GEMM kernel (gemm_cpu.cc) packs B panels there; it calls nothing
+//     that requests scratch while it holds them.
+// GemmBatchedSum holding kDoubles across a product that packs into kGemmPack is why the two
+// are separate slots: a new holder that calls out while holding one needs its own slot.
+enum class ScratchSlot : int { kDoubles, kGemmPack, kCount };
+
+// 64 bytes: a cache line; enough for AVX-512 loads, and the GEMM's 16-float B panels start on
+// cache lines.
+constexpr size_t kScratchAlignment = 64;
+
+// At least `bytes` bytes of the calling thread's buffer for `slot` (nullptr while no byte has
+// been requested), valid until the next request for `slot` on this thread. Contents are not
+// preserved across growth and not initialized.
+void* ScratchBytes(ScratchSlot slot, size_t bytes);
+
+template <typename T>
+T* Scratch(ScratchSlot slot, size_t n) {
+  static_assert(alignof(T) <= kScratchAlignment);
+  return static_cast<T*>(ScratchBytes(slot, n * sizeof(T)));
+}
+
+// `n` doubles of the calling thread's kDoubles scratch (see the rule above).
+inline double* ScratchDoubles(size_t n) { return Scratch<double>(ScratchSlot::kDoubles, n); }
 
 // Runs body(r0, r1, partial) for every chunk [r0, r1) of [0, rows), in parallel; `partial`
 // is `width` zeroed doubles owned by that chunk. The body must not call ScratchDoubles (the

@@ -28,7 +28,6 @@
 #include <cblas.h>
 #include <glog/logging.h>
 
-#include "csrc/core/allocator.h"
 #include "csrc/model/ops/cpu_util.h"
 #include "csrc/model/ops/op_util.h"
 
@@ -98,27 +97,16 @@ void ScaleRows(T* c, int64_t m, int64_t n, int64_t ldc, T beta) {
 // is a broadcast per (row, k), so A is not packed) times a B panel with FMAs, and adds alpha
 // times it into C. Every element of C sees the same sequence of operations
 // wherever its tile lies, so results do not depend on how a product is split over threads.
-// The B panels live in a grow-only thread-local buffer (allocated on the first step).
+// The B panels live in this thread's cpu::ScratchSlot::kGemmPack scratch (allocated on the
+// first step; its own slot because GemmBatchedSum holds kDoubles while it runs products).
+// Panels are kNr floats = 64 bytes wide, so every panel row starts on a cache line of that
+// kScratchAlignment-aligned buffer (the kernel's loads are unaligned loads, so this is for
+// speed, not correctness).
 constexpr int kMr = 6;
 constexpr int kNr = 16;
 constexpr int64_t kKc = 256;
 constexpr int64_t kMc = 96;   // rows of op(A) per pass over the packed B block
 constexpr int64_t kNc = 512;  // multiple of kNr: B block kKc x kNc = 512 KiB
-
-float* PackBuffer(size_t n) {
-  struct Buffer {
-    float* data = nullptr;
-    size_t size = 0;
-    ~Buffer() { HostFree(data); }
-  };
-  thread_local Buffer buf;
-  if (n > buf.size) {
-    HostFree(buf.data);
-    buf.data = static_cast<float*>(HostAlloc(n * sizeof(float)));
-    buf.size = n;
-  }
-  return buf.data;
-}
 
 // op(B)[p0 : p0+kc, j0 : j0+nc] -> panels of kNr columns, k-major, zero-padded columns.
 void PackB(const GemmPlan& p, const float* b, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
@@ -223,7 +211,8 @@ void LoomSgemm(const GemmPlan& p, const float* a, const float* b, float* c) {
   const float alpha = static_cast<float>(p.alpha);
   const int64_t kc_max = std::min(kKc, p.k);
   const int64_t nc_max = (std::min(kNc, p.n) + kNr - 1) / kNr * kNr;
-  float* packed_b = PackBuffer(static_cast<size_t>(kc_max * nc_max));
+  float* packed_b =
+      cpu::Scratch<float>(cpu::ScratchSlot::kGemmPack, static_cast<size_t>(kc_max * nc_max));
   // op(A)[i, k] = a[i · row_step + k · k_step]
   const int64_t row_step = p.trans_a ? 1 : p.lda, k_step = p.trans_a ? p.lda : 1;
   for (int64_t j0 = 0; j0 < p.n; j0 += kNc) {
