@@ -183,6 +183,37 @@ TEST(GemmBatchedSumTest, SumsTheBatchAndAccumulates) {
   EXPECT_LE(test::MaxAbsDiff(c.ToVector<double>(), want2), 1e-12);
 }
 
+// f32 GemmBatchedSum under both CPU kernels: its double partial sums live in the calling
+// thread's kDoubles scratch while each product (Loom's kernel) packs B in kGemmPack scratch on
+// the same thread, so this fails if the two ever share a buffer.
+TEST(GemmBatchedSumTest, F32UnderBothKernels) {
+  const bool was_loom = internal::CpuSgemmUsesLoomKernel();
+  const int64_t g = 100, m = 20, n = 40, e = 70;
+  const Tensor gy = Random(Shape{g, m, e}, DType::kF32, 31);
+  const Tensor x = Random(Shape{g, n, e}, DType::kF32, 32);
+  const Tensor c_init = Random(Shape{m, n}, DType::kF32, 33);
+  const std::vector<double> per =
+      NaiveGemm(AsDoubles(gy), AsDoubles(x), {}, false, true, m, n, e, g, m * e, n * e, 1.0, 0.0);
+  std::vector<double> want = AsDoubles(c_init);
+  for (int64_t b = 0; b < g; ++b) {
+    for (int64_t i = 0; i < m * n; ++i) want[i] += 0.5 * per[b * m * n + i];
+  }
+  for (const auto kernel : {internal::CpuSgemmKernel::kBlas, internal::CpuSgemmKernel::kLoom}) {
+    if (!internal::SetCpuSgemmKernel(kernel)) continue;  // no AVX2/FMA: Loom's kernel absent
+    Tensor c = Tensor::FromVector(c_init.ToVector<float>(), c_init.shape());
+    GemmArgs args;
+    args.trans_b = true;
+    args.alpha = 0.5;
+    args.beta = 1.0;
+    GemmBatchedSum(kCpu, args, gy, x, c);
+    // Each element sums g * e = 7000 products of |values| < 1 (fp32 products, double sums).
+    EXPECT_LE(test::RelError(AsDoubles(c), want), 1e-5)
+        << (kernel == internal::CpuSgemmKernel::kLoom ? "loom" : "blas");
+  }
+  internal::SetCpuSgemmKernel(was_loom ? internal::CpuSgemmKernel::kLoom
+                                       : internal::CpuSgemmKernel::kBlas);
+}
+
 // Both CPU f32 kernels (cblas_sgemm and Loom's AVX2/FMA kernel) on every layout, at sizes that
 // cross the kernel's blocks (K blocks of 256, A blocks of 96 rows, B blocks of 512 columns)
 // and leave partial 6x16 tiles, with alpha, beta and a C row stride wider than N.
