@@ -145,6 +145,11 @@ inline void UpdateOne(const OptimizerParams& p, float lr, const ShardView& s, in
 
 namespace {
 
+inline void PrefetchLines(const void* p, int bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int b = 0; b < bytes; b += 64) __builtin_prefetch(c + b);
+}
+
 inline void PrefetchLinesForWrite(const void* p, int bytes) {
   const char* c = static_cast<const char*>(p);
   for (int b = 0; b < bytes; b += 64) __builtin_prefetch(c + b, 1);
@@ -191,6 +196,9 @@ void ReduceImpl(const ReduceArgs& a, const UpdateArgs* update) {
       };
       // The accumulator row of an item is three dependent random loads away (local_to_merged,
       // reduced_off, the row): prefetched in three stages, each a few items ahead of the next.
+      // The item's output gradient is prefetched with the row: a thread reads only its own
+      // items' gradients, a sparse walk the hardware prefetcher does not follow (2 threads:
+      // reduce 3.7 -> 3.1 ms on the bench; 1 thread: 5.9 -> 5.4 ms).
       constexpr int64_t kAheadMap = 40, kAheadOff = 24, kAheadRow = 12;
       const int64_t n = a.local_num_items;
       for (int64_t i = 0; i < n; ++i) {
@@ -203,9 +211,11 @@ void ReduceImpl(const ReduceArgs& a, const UpdateArgs* update) {
         }
         if (i + kAheadRow < n) {
           const int32_t mn = merged_of(i + kAheadRow);
-          if (mn >= m0 && mn < m1) {
-            const int wn = a.local_parts[a.local_item_part[i + kAheadRow]].width;
-            PrefetchLinesForWrite(a.reduced + a.reduced_off[mn], wn * 4);
+          if (mn >= m0 && mn < m1) {  // the accumulator row and the output gradient it adds
+            const RoutePart& rn = a.local_parts[a.local_item_part[i + kAheadRow]];
+            PrefetchLinesForWrite(a.reduced + a.reduced_off[mn], rn.width * 4);
+            PrefetchLines(a.local_feature_grad[rn.feature] + a.local_item_out[i + kAheadRow],
+                          rn.width * 4);
           }
         }
         const int32_t m = merged_of(i);
