@@ -558,17 +558,29 @@ void PoolForwardCpu(const PoolArgs& a) {
 }
 
 void PackContributionsCpu(const PackArgs& a) {
+  // Items in dedup order read their output gradients at random: each item prefetches the
+  // gradient of the one kPackAhead places on (bench, 2 ranks: pack 2.9 -> 2.3-2.4 ms).
+  constexpr int32_t kPackAhead = 12;
+  const int32_t j_end = a.num_unique > 0 ? a.unique_begin[a.num_unique] : 0;
+  auto grad_of = [&](int32_t i) {
+    const RoutePart& rp = a.parts[a.item_part[i]];
+    return a.feature_grad[rp.feature] + a.item_out[i];
+  };
 #pragma omp parallel for schedule(static)
   for (int64_t u = 0; u < a.num_unique; ++u) {
     float* dst = a.out + a.contrib_off[u];
     for (int32_t j = a.unique_begin[u]; j < a.unique_begin[u + 1]; ++j) {
+      if (j + kPackAhead < j_end) {
+        const int32_t in = a.perm[j + kPackAhead];
+        PrefetchRow(grad_of(in), a.parts[a.item_part[in]].width);
+      }
       const int32_t i = a.perm[j];
-      const RoutePart& rp = a.parts[a.item_part[i]];
-      const float* g = a.feature_grad[rp.feature] + a.item_out[i];
+      const int w = a.parts[a.item_part[i]].width;
+      const float* g = grad_of(i);
       const float s = a.item_scale[i];
 #pragma omp simd
-      for (int c = 0; c < rp.width; ++c) dst[c] = s * g[c];
-      dst += rp.width;
+      for (int c = 0; c < w; ++c) dst[c] = s * g[c];
+      dst += w;
     }
   }
 }
