@@ -400,7 +400,7 @@ TEST(Bucketize, RoutesTruncatesAndOrdersItems) {
   EXPECT_EQ(err.count, 2);
 }
 
-TEST(GatherRowsAndPool, CopyAndPoolInBagOrder) {
+TEST(GatherRows, CopiesEachKeysRowSlice) {
   std::vector<float> w(5 * 4);
   for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(i);
   std::vector<ShardView> shards(2);
@@ -412,38 +412,11 @@ TEST(GatherRowsAndPool, CopyAndPoolInBagOrder) {
   std::vector<float> out(8);
   GatherRows(ExecContext::Cpu(), keys.data(), 2, 3, shards.data(), off.data(), out.data());
   EXPECT_EQ(out, (std::vector<float>{16, 17, 18, 19, 0, 1, 2, 3}));
-  // Pool: one pooled feature, bags {u0 * 2, u1 * 0.5}, {} -> zeros.
-  FeatureRoute fr;
-  fr.kind = static_cast<int>(FeatureKind::kMultiHot);
-  fr.dim = 4;
-  fr.out_stride = 4;
-  std::vector<RoutePart> parts = {{0, 1, 0, 0, 4, 0}};
-  std::vector<int64_t> begin = {0, 2, 2}, item_out = {0, 0};
-  std::vector<int32_t> item_part = {0, 0}, to_unique = {0, 1};
-  std::vector<float> scale = {2.0f, 0.5f};
-  std::vector<const float*> uptr = {out.data(), out.data() + 4};
-  std::vector<float> pooled(8, -1.0f);
-  float* fo = pooled.data();
-  float* fm = nullptr;
-  PoolArgs a;
-  a.features = &fr;
-  a.num_features = 1;
-  a.parts = parts.data();
-  a.batch = 2;
-  a.bag_item_begin = begin.data();
-  a.item_part = item_part.data();
-  a.item_scale = scale.data();
-  a.item_out = item_out.data();
-  a.item_to_unique = to_unique.data();
-  a.unique_ptr = uptr.data();
-  a.feature_out = &fo;
-  a.feature_mask = &fm;
-  PoolForward(ExecContext::Cpu(), a);
-  EXPECT_EQ(pooled, (std::vector<float>{32, 34.5f, 37, 39.5f, 0, 0, 0, 0}));
 }
 
-// A sequence feature and a pooled one, written with plain and with streaming stores: the same
-// outputs, pre-padded with a mask. The sequence at width 8 takes the streaming path; at width
+// Pool, per bag in item order: a sequence feature and a pooled one (scaled sums, an empty bag
+// gives zeros), written with plain and with streaming stores: the same outputs, pre-padded
+// with a mask. The sequence at width 8 takes the streaming path; at width
 // 6 its rows are not 16-byte multiples and fall back to plain stores.
 TEST(Pool, SequenceOutputsTheSameWithStreamingStores) {
   for (const int D : {8, 6}) {
