@@ -29,13 +29,6 @@ inline void BagRange(const FeatureRoute& fr, int64_t b, int64_t* first, int64_t*
   *len = n;
 }
 
-// Prefetches a row slice (random rows of a large table are latency-bound; a few rows in
-// flight per thread hide most of it).
-inline void PrefetchRow(const float* p, int width) {
-  const char* c = reinterpret_cast<const char*>(p);
-  for (int b = 0; b < width * 4; b += 64) __builtin_prefetch(c + b);
-}
-
 // Items ahead the pool prefetches the row of (a 64-float row is 4 cache lines; the pool is
 // bound by misses in flight, and a much longer distance only stalls on full fill buffers).
 // With streaming output stores, 16 measured best of 4-64 (8: +0.2-0.4 ms per bench step).

@@ -1,7 +1,8 @@
-// Row loops of the CPU embedding kernels (embedding_kernels_cpu.cc, sparse_optimizer_cpu.cc).
-// Embedding rows are short (16-128 floats) and touched one at a time, so a loop over a runtime
-// width pays its trip-count logic per row; the common widths get fully unrolled copies instead.
-// Every copy evaluates the same expression per element, so all widths give the same bits.
+// Row loops and row prefetches of the CPU embedding kernels (embedding_kernels_cpu.cc,
+// sparse_optimizer_cpu.cc). Embedding rows are short (16-128 floats) and touched one at a time,
+// so a loop over a runtime width pays its trip-count logic per row; the common widths get fully
+// unrolled copies instead. Every copy evaluates the same expression per element, so all widths
+// give the same bits.
 #ifndef LOOM_EMBEDDING_ROW_OPS_CPU_H_
 #define LOOM_EMBEDDING_ROW_OPS_CPU_H_
 
@@ -31,6 +32,17 @@ inline decltype(auto) WithFixedWidth(int w, F&& f) {
 template <int W>
 constexpr int RowWidth(int w) {
   return W > 0 ? W : w;
+}
+
+// Prefetches the cache lines of a row of w floats, for reading or for writing (random rows of
+// a large table are latency-bound; a few rows in flight per thread hide most of it).
+inline void PrefetchRow(const float* p, int w) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int b = 0; b < w * 4; b += 64) __builtin_prefetch(c + b);
+}
+inline void PrefetchRowForWrite(const float* p, int w) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int b = 0; b < w * 4; b += 64) __builtin_prefetch(c + b, 1);
 }
 
 // dst[c] = dst[c] + s * src[c] for c < w.

@@ -145,24 +145,15 @@ inline void UpdateOne(const OptimizerParams& p, float lr, const ShardView& s, in
 
 namespace {
 
-inline void PrefetchLines(const void* p, int bytes) {
-  const char* c = static_cast<const char*>(p);
-  for (int b = 0; b < bytes; b += 64) __builtin_prefetch(c + b);
-}
-
-inline void PrefetchLinesForWrite(const void* p, int bytes) {
-  const char* c = static_cast<const char*>(p);
-  for (int b = 0; b < bytes; b += 64) __builtin_prefetch(c + b, 1);
-}
-
-inline void PrefetchRowForWrite(const ShardView& s, int64_t row) {
-  PrefetchLinesForWrite(s.weights + row * s.width, s.width * 4);
+inline void PrefetchShardRowForWrite(const ShardView& s, int64_t row) {
+  PrefetchRowForWrite(s.weights + row * s.width, s.width);
 }
 
 // The reduction (and, when `update` is set, the fused update) over all touched rows. Each
 // thread owns a contiguous range of rows and touches nothing else, so the three phases need no
-// barrier: message entries before the local one, the sweep over this rank's own items in
-// canonical order, then the rest (and the update).
+// barrier between them: message entries before the local one, the sweep over this rank's own
+// items in canonical order, then the rest (and the update). (With several threads the sweep
+// starts with one shared item map, its only barrier.)
 void ReduceImpl(const ReduceArgs& a, const UpdateArgs* update) {
   const uint64_t row_mask = (uint64_t{1} << a.row_bits) - 1;
   const bool sweep =
@@ -213,9 +204,9 @@ void ReduceImpl(const ReduceArgs& a, const UpdateArgs* update) {
           const int32_t mn = merged_of(i + kAheadRow);
           if (mn >= m0 && mn < m1) {  // the accumulator row and the output gradient it adds
             const RoutePart& rn = a.local_parts[a.local_item_part[i + kAheadRow]];
-            PrefetchLinesForWrite(a.reduced + a.reduced_off[mn], rn.width * 4);
-            PrefetchLines(a.local_feature_grad[rn.feature] + a.local_item_out[i + kAheadRow],
-                          rn.width * 4);
+            PrefetchRowForWrite(a.reduced + a.reduced_off[mn], rn.width);
+            PrefetchRow(a.local_feature_grad[rn.feature] + a.local_item_out[i + kAheadRow],
+                        rn.width);
           }
         }
         const int32_t m = merged_of(i);
@@ -234,7 +225,7 @@ void ReduceImpl(const ReduceArgs& a, const UpdateArgs* update) {
       const OptimizerParams& p = a.params[shard];
       if (u + kAheadRows < m1) {
         const uint64_t k = a.keys[u + kAheadRows];
-        PrefetchRowForWrite(a.shards[k >> a.row_bits], static_cast<int64_t>(k & row_mask));
+        PrefetchShardRowForWrite(a.shards[k >> a.row_bits], static_cast<int64_t>(k & row_mask));
       }
       float* g = a.reduced + a.reduced_off[u];
       if (sweep) FoldEntries(a, u, s.width, g, kAfter);
@@ -257,7 +248,7 @@ void UpdateRowsCpu(const UpdateArgs& a) {
     const OptimizerParams& p = a.params[shard];
     if (u + 8 < a.num_rows) {
       const uint64_t k = a.keys[u + 8];
-      PrefetchRowForWrite(a.shards[k >> a.row_bits], static_cast<int64_t>(k & row_mask));
+      PrefetchShardRowForWrite(a.shards[k >> a.row_bits], static_cast<int64_t>(k & row_mask));
     }
     UpdateOne(p, p.lr * a.lr_scale, a.shards[shard], row, a.reduced + a.reduced_off[u],
               a.row_sq != nullptr ? a.row_sq[u] : 0.0f);
