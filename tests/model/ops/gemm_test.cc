@@ -183,11 +183,26 @@ TEST(GemmBatchedSumTest, SumsTheBatchAndAccumulates) {
   EXPECT_LE(test::MaxAbsDiff(c.ToVector<double>(), want2), 1e-12);
 }
 
+// Restores the process-wide CPU f32 kernel choice on scope exit (a test that switches it must
+// not leak its choice into later tests, even when it fails or skips).
+class ScopedCpuSgemmKernel {
+ public:
+  ScopedCpuSgemmKernel()
+      : saved_(internal::CpuSgemmUsesLoomKernel() ? internal::CpuSgemmKernel::kLoom
+                                                  : internal::CpuSgemmKernel::kBlas) {}
+  ~ScopedCpuSgemmKernel() { internal::SetCpuSgemmKernel(saved_); }
+  ScopedCpuSgemmKernel(const ScopedCpuSgemmKernel&) = delete;
+  ScopedCpuSgemmKernel& operator=(const ScopedCpuSgemmKernel&) = delete;
+
+ private:
+  internal::CpuSgemmKernel saved_;
+};
+
 // f32 GemmBatchedSum under both CPU kernels: its double partial sums live in the calling
 // thread's kDoubles scratch while each product (Loom's kernel) packs B in kGemmPack scratch on
 // the same thread, so this fails if the two ever share a buffer.
 TEST(GemmBatchedSumTest, F32UnderBothKernels) {
-  const bool was_loom = internal::CpuSgemmUsesLoomKernel();
+  const ScopedCpuSgemmKernel restore;
   const int64_t g = 100, m = 20, n = 40, e = 70;
   const Tensor gy = Random(Shape{g, m, e}, DType::kF32, 31);
   const Tensor x = Random(Shape{g, n, e}, DType::kF32, 32);
@@ -210,8 +225,6 @@ TEST(GemmBatchedSumTest, F32UnderBothKernels) {
     EXPECT_LE(test::RelError(AsDoubles(c), want), 1e-5)
         << (kernel == internal::CpuSgemmKernel::kLoom ? "loom" : "blas");
   }
-  internal::SetCpuSgemmKernel(was_loom ? internal::CpuSgemmKernel::kLoom
-                                       : internal::CpuSgemmKernel::kBlas);
 }
 
 // Both CPU f32 kernels (cblas_sgemm and Loom's AVX2/FMA kernel) on every layout, at sizes that
@@ -220,10 +233,7 @@ TEST(GemmBatchedSumTest, F32UnderBothKernels) {
 class CpuSgemmKernelTest
     : public ::testing::TestWithParam<std::tuple<internal::CpuSgemmKernel, bool, bool>> {
  protected:
-  void TearDown() override { internal::SetCpuSgemmKernel(saved_); }
-  internal::CpuSgemmKernel saved_ = internal::CpuSgemmUsesLoomKernel()
-                                        ? internal::CpuSgemmKernel::kLoom
-                                        : internal::CpuSgemmKernel::kBlas;
+  const ScopedCpuSgemmKernel restore_;
 };
 
 TEST_P(CpuSgemmKernelTest, MatchesNaiveAcrossBlocks) {
@@ -300,7 +310,7 @@ INSTANTIATE_TEST_SUITE_P(BothKernels, CpuSgemmKernelTest,
 #ifdef _OPENMP
 // Loom's kernel gives the same bits however a product is split over threads.
 TEST(CpuSgemmThreadsTest, LoomKernelIsIndependentOfThreadCount) {
-  const bool was_loom = internal::CpuSgemmUsesLoomKernel();
+  const ScopedCpuSgemmKernel restore;
   if (!internal::SetCpuSgemmKernel(internal::CpuSgemmKernel::kLoom)) {
     GTEST_SKIP() << "this CPU has no AVX2/FMA";
   }
@@ -314,8 +324,6 @@ TEST(CpuSgemmThreadsTest, LoomKernelIsIndependentOfThreadCount) {
   omp_set_num_threads(3);
   Gemm(kCpu, GemmArgs{}, a, b, c3);
   omp_set_num_threads(threads);
-  internal::SetCpuSgemmKernel(was_loom ? internal::CpuSgemmKernel::kLoom
-                                       : internal::CpuSgemmKernel::kBlas);
   EXPECT_EQ(c1.ToVector<float>(), c3.ToVector<float>());
 }
 #endif
