@@ -194,6 +194,10 @@ Status EmbeddingCollection::Init(const proto::EmbeddingConfig& config, comm::Com
     }
     InitializeShard(s);
   }
+  // Each slot's local weights (null for a shard held elsewhere): the one-rank forward reads
+  // its rows in place through them.
+  slot_weights_.resize(num_shards);
+  for (int k = 0; k < num_shards; ++k) slot_weights_[k] = shard_views_[slot_shard_[k]].weights;
   const BufferSizes& bs = plan_.buffers[rank_];
   arena_bytes_ = 0;
   for (int i = 0; i < kNumBuffers; ++i) arena_bytes_ += bs.Bytes(i);
@@ -390,6 +394,7 @@ int64_t EmbeddingCollection::StageBucketize(const EmbeddingBatch& batch) {
   CHECK_LE(batch.batch_size, max_batch_) << "batch larger than CollectionOptions.batch_size";
   CHECK_EQ(batch.features.size(), spec_.features.size());
   batch_ = batch.batch_size;
+  dedup_deferred_ = false;
   for (size_t f = 0; f < routes_.size(); ++f) {
     const FeatureBatch& fb = batch.features[f];
     CHECK(fb.offsets.dtype() == DType::kI64 && fb.offsets.numel() == batch_ + 1)
@@ -425,6 +430,19 @@ int64_t EmbeddingCollection::StageBucketize(const EmbeddingBatch& batch) {
 }
 
 int64_t EmbeddingCollection::StageDedup() {
+  if (stage_ == kStagePooled && dedup_deferred_) {
+    // The forward pooled in place (DefersDedup): dedup now, for the backward, then run the
+    // exchange stages, which on one rank only set up the bookkeeping the backward reads.
+    stage_ = kStageBucketized;
+    const int64_t u = StageDedup();
+    StageExchangeCounts();
+    StageExchangeIds();
+    StageLookup();
+    StageExchangeVectors();
+    dedup_deferred_ = false;
+    stage_ = kStagePooled;
+    return u;
+  }
   CHECK_EQ(stage_, kStageBucketized);
   SortUniqueArgs a;
   a.keys = Buf<uint64_t>(kItemKey);
@@ -567,7 +585,11 @@ void EmbeddingCollection::StageExchangeVectors() {
 }
 
 const EmbeddingOutputs& EmbeddingCollection::StagePool() {
-  CHECK_EQ(stage_, kStageVectorsExchanged);
+  // Right after StageBucketize (DefersDedup), items read their rows in place, by key.
+  dedup_deferred_ = stage_ == kStageBucketized && DefersDedup();
+  CHECK(stage_ == kStageVectorsExchanged || dedup_deferred_)
+      << "StagePool runs after StageExchangeVectors"
+      << (DefersDedup() ? ", or right after StageBucketize on one rank" : "");
   PoolArgs a;
   a.features = routes_.data();
   a.num_features = static_cast<int>(routes_.size());
@@ -577,8 +599,14 @@ const EmbeddingOutputs& EmbeddingCollection::StagePool() {
   a.item_part = Buf<int32_t>(kItemPart);
   a.item_scale = Buf<float>(kItemScale);
   a.item_out = Buf<int64_t>(kItemOut);
-  a.item_to_unique = Buf<int32_t>(kItemToUnique);
-  a.unique_ptr = Buf<const float*>(kUniquePtr);
+  if (dedup_deferred_) {
+    a.item_key = Buf<uint64_t>(kItemKey);
+    a.slot_weights = slot_weights_.data();
+    a.row_bits = plan_.row_bits;
+  } else {
+    a.item_to_unique = Buf<int32_t>(kItemToUnique);
+    a.unique_ptr = Buf<const float*>(kUniquePtr);
+  }
   a.feature_out = feature_out_.data();
   a.feature_mask = feature_mask_.data();
   // Sequence outputs larger than a core's L2 leave the cache before the model reads them, so
@@ -617,11 +645,13 @@ const EmbeddingOutputs& EmbeddingCollection::StagePool() {
 
 const EmbeddingOutputs& EmbeddingCollection::Forward(const EmbeddingBatch& batch) {
   StageBucketize(batch);
-  StageDedup();
-  StageExchangeCounts();
-  StageExchangeIds();
-  StageLookup();
-  StageExchangeVectors();
+  if (!DefersDedup()) {
+    StageDedup();
+    StageExchangeCounts();
+    StageExchangeIds();
+    StageLookup();
+    StageExchangeVectors();
+  }
   return StagePool();
 }
 
@@ -630,6 +660,7 @@ const EmbeddingOutputs& EmbeddingCollection::Forward(const EmbeddingBatch& batch
 
 void EmbeddingCollection::StagePackGradients(const EmbeddingGrads& grads, float lr_scale) {
   CHECK_EQ(stage_, kStagePooled) << "Backward needs a Forward first";
+  if (dedup_deferred_) StageDedup();
   lr_scale_ = lr_scale;
   if (spec_.num_pooled > 0) {
     CHECK(grads.pooled.dtype() == DType::kF32 &&
@@ -759,19 +790,33 @@ int64_t EmbeddingCollection::StageMerge() {
     }
   }
   num_entries_ = e;
-  SortUniqueArgs a;
-  a.keys = ekey;
-  a.n = num_entries_;
-  a.bits = key_bits_;
-  a.keys_tmp = Buf<uint64_t>(kSortKeysTmp);
-  a.vals_tmp = Buf<int32_t>(kSortValsTmp);
-  a.histogram = Buf<int64_t>(kRadixHistogram);
-  a.histogram_threads = plan_.num_threads;
-  a.perm = Buf<int32_t>(kEntryPerm);
-  a.unique_keys = Buf<uint64_t>(kMergedKey);
-  a.unique_begin = Buf<int32_t>(kMergedBegin);
-  a.inverse = nullptr;
-  num_merged_ = SortUnique(ExecContext::Cpu(), a);
+  // Entries already in strictly ascending key order (one rank without DP tables: this rank's
+  // unique keys) are their own stable sort: each entry is one merged row.
+  bool ascending = true;
+  for (int64_t k = 1; k < e && ascending; ++k) ascending = ekey[k - 1] < ekey[k];
+  if (ascending) {
+    int32_t* eperm = Buf<int32_t>(kEntryPerm);
+    uint64_t* mkey = Buf<uint64_t>(kMergedKey);
+    int32_t* mbegin = Buf<int32_t>(kMergedBegin);
+    for (int64_t k = 0; k <= e; ++k) mbegin[k] = static_cast<int32_t>(k);
+    for (int64_t k = 0; k < e; ++k) eperm[k] = static_cast<int32_t>(k);
+    std::copy(ekey, ekey + e, mkey);
+    num_merged_ = e;
+  } else {
+    SortUniqueArgs a;
+    a.keys = ekey;
+    a.n = num_entries_;
+    a.bits = key_bits_;
+    a.keys_tmp = Buf<uint64_t>(kSortKeysTmp);
+    a.vals_tmp = Buf<int32_t>(kSortValsTmp);
+    a.histogram = Buf<int64_t>(kRadixHistogram);
+    a.histogram_threads = plan_.num_threads;
+    a.perm = Buf<int32_t>(kEntryPerm);
+    a.unique_keys = Buf<uint64_t>(kMergedKey);
+    a.unique_begin = Buf<int32_t>(kMergedBegin);
+    a.inverse = nullptr;
+    num_merged_ = SortUnique(ExecContext::Cpu(), a);
+  }
   // Merged row of each of this rank's own keys (for the canonical-order sweep of the fold).
   int32_t* l2m = Buf<int32_t>(kLocalToMerged);
   std::fill(l2m, l2m + num_unique_, -1);

@@ -4,7 +4,8 @@
 // Per step, on every rank (docs/sharding.md has the buffer layouts):
 //   Forward(batch)     bucketize ids by owner -> dedup per owner -> all-to-all counts ->
 //                      all-to-all ids -> lookup on the owned shards -> all-to-all row slices
-//                      -> pool / place in local order.
+//                      -> pool / place in local order. On one rank: bucketize -> pool, rows
+//                      read in place (the dedup moves to the backward: DefersDedup).
 //   Backward(grads)    pack scaled gradient contributions per unique row -> all-to-all (and
 //                      an all-gather for data-parallel tables) back to the owners -> merge
 //                      entries by a stable sort -> reduce duplicates in the global canonical
@@ -110,13 +111,19 @@ class EmbeddingCollection {
   // Checks shapes, bag lengths and DIRECT id ranges of a batch (what Forward CHECKs).
   Status ValidateBatch(const EmbeddingBatch& batch) const;
 
-  // Runs every forward stage. Collective.
+  // Runs the forward stages. Collective.
   const EmbeddingOutputs& Forward(const EmbeddingBatch& batch);
+  // Whether Forward skips the dedup and the exchanges: on one rank every row is local, the
+  // forward reads them in place, and only the backward needs the unique rows (as FBGEMM's
+  // TBE, it sorts them there). A forward-only pass (evaluation) never sorts.
+  bool DefersDedup() const { return world_ == 1; }
   // Runs every backward stage, with the learning rates scaled by lr_scale. Collective.
   void Backward(const EmbeddingGrads& grads, float lr_scale = 1.0f);
 
   // ---- The stages, in order (each CHECKs that the previous one ran). ----
-  // Forward.
+  // Forward. On one rank (DefersDedup), StagePool may follow StageBucketize directly: it
+  // then reads every row in place, and the dedup with the (local) exchange stages runs in
+  // the backward: StageDedup after StagePool, or else by StagePackGradients itself.
   int64_t StageBucketize(const EmbeddingBatch& batch);  // returns N items
   int64_t StageDedup();                                 // returns U unique keys
   void StageExchangeCounts();
@@ -144,7 +151,7 @@ class EmbeddingCollection {
   int64_t allocated_bytes() const { return allocated_bytes_; }
   // This rank's storage of a global shard (null weights when not held here).
   const ShardView& shard_view(int shard) const { return shard_views_[shard]; }
-  // Unique keys this rank sent to each destination in the last forward (group R = DP).
+  // Unique keys this rank sent to each destination in the last dedup (group R = DP).
   int64_t unique_count(int group) const { return group_unique_[group + 1] - group_unique_[group]; }
 
  private:
@@ -173,11 +180,12 @@ class EmbeddingCollection {
   // Routing.
   std::vector<RoutePart> parts_;
   std::vector<FeatureRoute> routes_;
-  std::vector<int> slot_shard_;          // slot -> global shard
-  std::vector<int> slot_group_;          // slot -> destination rank, or R for DP
-  std::vector<OptimizerParams> params_;  // by global shard
-  std::vector<ShardView> shard_views_;   // by global shard
-  std::vector<void*> shard_memory_;      // owned allocations
+  std::vector<int> slot_shard_;             // slot -> global shard
+  std::vector<int> slot_group_;             // slot -> destination rank, or R for DP
+  std::vector<const float*> slot_weights_;  // slot -> local weights (null: held elsewhere)
+  std::vector<OptimizerParams> params_;     // by global shard
+  std::vector<ShardView> shard_views_;      // by global shard
+  std::vector<void*> shard_memory_;         // owned allocations
 
   // Arena.
   void* arena_ = nullptr;
@@ -208,6 +216,7 @@ class EmbeddingCollection {
   int stage_ = 0;
   float lr_scale_ = 1.0f;
   bool fused_ = false;
+  bool dedup_deferred_ = false;  // the last StagePool read rows in place; no dedup yet
   EmbeddingOutputs outputs_;
 };
 

@@ -130,10 +130,16 @@ struct PoolArgs {
   const int32_t* item_part = nullptr;
   const float* item_scale = nullptr;
   const int64_t* item_out = nullptr;
+  // Where item i's row slice is read from. After a dedup: unique_ptr[item_to_unique[i]]. When
+  // item_key is set instead (one rank, where every row is local and the forward needs no
+  // dedup): slot_weights[key >> row_bits] + (key & (2^row_bits - 1)) * width, key = item_key[i].
   const int32_t* item_to_unique = nullptr;
-  const float* const* unique_ptr = nullptr;  // [U] where each unique row slice is
-  float* const* feature_out = nullptr;       // [F] output base per feature
-  float* const* feature_mask = nullptr;      // [F] (B, T) mask for sequences, else null
+  const float* const* unique_ptr = nullptr;    // [U]
+  const uint64_t* item_key = nullptr;          // [N]
+  const float* const* slot_weights = nullptr;  // [slots] the slot's shard weights, local
+  int row_bits = 0;
+  float* const* feature_out = nullptr;   // [F] output base per feature
+  float* const* feature_mask = nullptr;  // [F] (B, T) mask for sequences, else null
   // CPU: write the sequence outputs with streaming (cache-bypassing) stores; for outputs far
   // larger than a core's cache, which the next op reads from memory either way.
   bool stream_outputs = false;

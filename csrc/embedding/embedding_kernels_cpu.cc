@@ -510,7 +510,11 @@ void GatherRowsCpu(const uint64_t* keys, int64_t n, int row_bits, const ShardVie
   }
 }
 
-void PoolForwardCpu(const PoolArgs& a) {
+namespace {
+
+// PoolForwardCpu for one way of finding an item's row: row_of(i) -> const float*.
+template <typename RowOf>
+void PoolBags(const PoolArgs& a, RowOf row_of) {
   const int F = a.num_features;
   const int64_t num_bags = a.batch * F;
   // Each thread owns a contiguous range of bags, hence of items, and prefetches the row of the
@@ -521,7 +525,6 @@ void PoolForwardCpu(const PoolArgs& a) {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t g0 = num_bags * t / nt, g1 = num_bags * (t + 1) / nt;
     const int64_t item_end = a.bag_item_begin[g1];
-    auto row_of = [&](int64_t i) { return a.unique_ptr[a.item_to_unique[i]]; };
     for (int64_t i = a.bag_item_begin[g0];
          i < std::min(a.bag_item_begin[g0] + kPoolAhead, item_end); ++i) {
       PrefetchRow(row_of(i), a.parts[a.item_part[i]].width);
@@ -563,6 +566,21 @@ void PoolForwardCpu(const PoolArgs& a) {
       }
     }
     if (a.stream_outputs) StreamFence();
+  }
+}
+
+}  // namespace
+
+void PoolForwardCpu(const PoolArgs& a) {
+  if (a.item_key != nullptr) {
+    const uint64_t row_mask = (uint64_t{1} << a.row_bits) - 1;
+    PoolBags(a, [&](int64_t i) {
+      const uint64_t key = a.item_key[i];
+      return a.slot_weights[key >> a.row_bits] +
+             static_cast<int64_t>(key & row_mask) * a.parts[a.item_part[i]].width;
+    });
+  } else {
+    PoolBags(a, [&](int64_t i) { return a.unique_ptr[a.item_to_unique[i]]; });
   }
 }
 

@@ -170,6 +170,14 @@ __global__ void GatherRowsKernel(const uint64_t* keys, int64_t n, int row_bits,
   WarpCopy(out + out_off[i], s.weights + row * s.width, s.width, lane);
 }
 
+// Where item i's row slice is (PoolArgs: after a dedup, or straight from the item's key).
+__device__ __forceinline__ const float* PoolRow(const PoolArgs& a, int64_t i, int width) {
+  if (a.item_key == nullptr) return a.unique_ptr[a.item_to_unique[i]];
+  const uint64_t key = a.item_key[i];
+  const uint64_t row = key & ((uint64_t{1} << a.row_bits) - 1);
+  return a.slot_weights[key >> a.row_bits] + static_cast<int64_t>(row) * width;
+}
+
 // One warp per bag.
 __global__ void PoolForwardKernel(PoolArgs a) {
   const int64_t g = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kWarp;
@@ -189,7 +197,7 @@ __global__ void PoolForwardKernel(PoolArgs a) {
       a.feature_mask[f][b * T + t] = t < T - len ? 0.0f : 1.0f;
     for (int64_t i = i0; i < i1; ++i) {
       const RoutePart& rp = a.parts[a.item_part[i]];
-      WarpCopy(out + a.item_out[i], a.unique_ptr[a.item_to_unique[i]], rp.width, lane);
+      WarpCopy(out + a.item_out[i], PoolRow(a, i, rp.width), rp.width, lane);
     }
   } else {
     float* dst = out + b * fr.out_stride + fr.out_col;
@@ -198,7 +206,7 @@ __global__ void PoolForwardKernel(PoolArgs a) {
     for (int64_t i = i0; i < i1; ++i) {
       const RoutePart& rp = a.parts[a.item_part[i]];
       const float s = a.item_scale[i];
-      const float* src = a.unique_ptr[a.item_to_unique[i]];
+      const float* src = PoolRow(a, i, rp.width);
       float* o = out + a.item_out[i];
       for (int c = lane; c < rp.width; c += kWarp)
         o[c] = __fadd_rn(o[c], __fmul_rn(s, __ldg(src + c)));

@@ -364,6 +364,29 @@ TEST(EmbeddingKernelsCuda, GatherPoolPackMatchCpu) {
   EXPECT_TRUE(Same(dpooled.ToHost(), pooled, "pooled"));
   EXPECT_TRUE(Same(dseq.ToHost(), seq, "sequence"));
   EXPECT_TRUE(Same(dmask.ToHost(), mask, "mask"));
+  // Pool with every row read in place by its item's key (the one-rank forward, no dedup):
+  // the same outputs.
+  std::vector<uint64_t> item_key(cpu.n);
+  for (int64_t i = 0; i < cpu.n; ++i) item_key[i] = cpu.uk[cpu.inv[i]];
+  std::vector<const float*> slot_weights(5);
+  for (int s = 0; s < 5; ++s) slot_weights[s] = dtables[s]->get();
+  DeviceVector<uint64_t> dkey(item_key);
+  DeviceVector<const float*> dslot_weights(slot_weights);
+  DeviceVector<float> kpooled(bt.B * 24), kseq(bt.B * 6 * 12), kmask(bt.B * 6);
+  DeviceVector<float*> kfout(std::vector<float*>{kpooled.get(), kseq.get(), kpooled.get()});
+  DeviceVector<float*> kfmask(std::vector<float*>{nullptr, kmask.get(), nullptr});
+  PoolArgs kpa = dpa;
+  kpa.item_to_unique = nullptr;
+  kpa.unique_ptr = nullptr;
+  kpa.item_key = dkey.get();
+  kpa.slot_weights = dslot_weights.get();
+  kpa.row_bits = 10;
+  kpa.feature_out = kfout.get();
+  kpa.feature_mask = kfmask.get();
+  PoolForward(kCuda, kpa);
+  EXPECT_TRUE(Same(kpooled.ToHost(), pooled, "pooled, rows by key"));
+  EXPECT_TRUE(Same(kseq.ToHost(), seq, "sequence, rows by key"));
+  EXPECT_TRUE(Same(kmask.ToHost(), mask, "mask, rows by key"));
   // Pack gradient contributions (the outputs serve as gradients).
   std::vector<int64_t> coff(cpu.u + 1, 0);
   for (int64_t k = 0; k < cpu.u; ++k) {

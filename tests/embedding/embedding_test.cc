@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <numeric>
 #include <random>
+#include <string>
 
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -415,16 +416,19 @@ TEST(GatherRows, CopiesEachKeysRowSlice) {
 }
 
 // Pool, per bag in item order: a sequence feature and a pooled one (scaled sums, an empty bag
-// gives zeros), written with plain and with streaming stores: the same outputs, pre-padded
-// with a mask. The sequence at width 8 takes the streaming path; at width
-// 6 its rows are not 16-byte multiples and fall back to plain stores.
-TEST(Pool, SequenceOutputsTheSameWithStreamingStores) {
+// gives zeros), pre-padded with a mask. The same outputs with plain and with streaming stores,
+// and with rows found through the dedup (unique_ptr) or read in place by key (item_key, the
+// one-rank forward). The sequence at width 8 takes the streaming path; at width 6 its rows
+// are not 16-byte multiples and fall back to plain stores.
+TEST(Pool, SameOutputsWithStreamingStoresAndRowsReadByKey) {
   for (const int D : {8, 6}) {
     const int64_t B = 3, T = 4;
     std::vector<float> rows(5 * D);
     for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<float>(i) + 0.5f;
     std::vector<const float*> uptr;
     for (int r = 0; r < 5; ++r) uptr.push_back(rows.data() + r * D);
+    // By key: the rows are local row r of slot 1 (row_bits 3).
+    const std::vector<const float*> slot_weights = {nullptr, rows.data()};
     std::vector<FeatureRoute> fr(2);
     fr[0].kind = static_cast<int>(FeatureKind::kSequence);
     fr[0].dim = D;
@@ -454,7 +458,10 @@ TEST(Pool, SequenceOutputsTheSameWithStreamingStores) {
           expect_pooled[item_out[i] + c] += scale[i] * uptr[to_unique[i]][c];
       }
     }
-    for (const bool stream : {false, true}) {
+    std::vector<uint64_t> keys;
+    for (const int32_t u : to_unique) keys.push_back((uint64_t{1} << 3) | static_cast<uint64_t>(u));
+    for (const int mode : {0, 1, 2, 3}) {
+      const bool stream = mode & 1, by_key = mode & 2;
       // 64-byte aligned outputs, as the collection's arena gives, filled with garbage first.
       std::vector<float> seq_buf(B * T * D + 16, -7.0f), mask(B * T, -7.0f), pooled(B * D, -7.0f);
       float* seq = seq_buf.data();
@@ -470,16 +477,23 @@ TEST(Pool, SequenceOutputsTheSameWithStreamingStores) {
       a.item_part = item_part.data();
       a.item_scale = scale.data();
       a.item_out = item_out.data();
-      a.item_to_unique = to_unique.data();
-      a.unique_ptr = uptr.data();
+      if (by_key) {
+        a.item_key = keys.data();
+        a.slot_weights = slot_weights.data();
+        a.row_bits = 3;
+      } else {
+        a.item_to_unique = to_unique.data();
+        a.unique_ptr = uptr.data();
+      }
       a.feature_out = fo.data();
       a.feature_mask = fm.data();
       a.stream_outputs = stream;
       PoolForward(ExecContext::Cpu(), a);
-      EXPECT_EQ(std::vector<float>(seq, seq + B * T * D), expect_seq)
-          << "D " << D << " stream " << stream;
-      EXPECT_EQ(mask, expect_mask) << "D " << D << " stream " << stream;
-      EXPECT_EQ(pooled, expect_pooled) << "D " << D << " stream " << stream;
+      const std::string what = "D " + std::to_string(D) + " stream " + std::to_string(stream) +
+                               " by key " + std::to_string(by_key);
+      EXPECT_EQ(std::vector<float>(seq, seq + B * T * D), expect_seq) << what;
+      EXPECT_EQ(mask, expect_mask) << what;
+      EXPECT_EQ(pooled, expect_pooled) << what;
     }
   }
 }
@@ -612,47 +626,76 @@ TEST(RowSquareSum, BlocksThenBlocks) {
 
 // ---- The collection, stage by stage, on one rank ------------------------------------------
 
+// Both one-rank orders: the full forward pipeline, and the forward that pools right after
+// bucketize with the dedup run in the backward (DefersDedup). Same outputs (the plain
+// reference's), same tables after the update.
 TEST(EmbeddingCollection, StagesRunOneByOne) {
   LocalCommunicator local;
   CollectionOptions co;
   co.batch_size = 8;
   co.log_plan = false;
   const proto::EmbeddingConfig config = testing::TestConfig("type: SGD");
-  auto c = EmbeddingCollection::Create(config, &local, co);
-  ASSERT_TRUE(c.ok()) << c.status();
-  EmbeddingCollection& col = **c;
-  const testing::GlobalBatch gb = testing::MakeGlobalBatch(col.spec(), 8, 0);
-  testing::LocalBatch lb = testing::SliceBatch(gb, 0, 8);
-  int64_t ids = 0;
-  for (const auto& v : gb.ids) ids += static_cast<int64_t>(v.size());
-  const int64_t n = col.StageBucketize(lb.batch);
-  EXPECT_GT(n, 0);
-  EXPECT_LE(n, ids);  // sequences were truncated
-  const int64_t u = col.StageDedup();
-  EXPECT_GT(u, 0);
-  EXPECT_LT(u, n);                    // the skewed ids repeat
-  EXPECT_EQ(col.unique_count(0), u);  // one rank: every key stays here
-  col.StageExchangeCounts();
-  col.StageExchangeIds();
-  col.StageLookup();
-  col.StageExchangeVectors();
-  const EmbeddingOutputs& out = col.StagePool();
-  EXPECT_EQ(out.pooled.shape(), (Shape{8, 52}));
-  ASSERT_EQ(out.sequences.size(), 2u);
-  EXPECT_EQ(out.sequences[0].shape(), (Shape{8, 6, 16}));
-  EXPECT_EQ(out.masks[1].shape(), (Shape{8, 4}));
-  std::vector<float> pooled;
-  std::vector<std::vector<float>> seqs, masks;
-  testing::PlainReference(col.spec()).Forward(gb, &pooled, &seqs, &masks);
-  EXPECT_TRUE(testing::BitEqual(out.pooled.data<float>(), pooled.data(), pooled.size(), "pooled"));
-  const testing::GlobalGrads gg = testing::MakeGlobalGrads(col.spec(), 8, 0);
-  testing::LocalGrads lg = testing::SliceGrads(col.spec(), gg, 0, 8);
-  col.StagePackGradients(lg.grads);
-  col.StageExchangeGradients();
-  EXPECT_EQ(col.StageMerge(), u);  // one source: merged rows = unique keys
-  col.StageReduce();
-  col.StageExchangeRowSums();
-  col.StageUpdate(1.0f);
+  std::vector<TableContents> tables[2];
+  for (const bool defer : {false, true}) {
+    SCOPED_TRACE(defer ? "dedup in the backward" : "dedup in the forward");
+    auto c = EmbeddingCollection::Create(config, &local, co);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EmbeddingCollection& col = **c;
+    EXPECT_TRUE(col.DefersDedup());
+    const testing::GlobalBatch gb = testing::MakeGlobalBatch(col.spec(), 8, 0);
+    testing::LocalBatch lb = testing::SliceBatch(gb, 0, 8);
+    int64_t ids = 0;
+    for (const auto& v : gb.ids) ids += static_cast<int64_t>(v.size());
+    const int64_t n = col.StageBucketize(lb.batch);
+    EXPECT_GT(n, 0);
+    EXPECT_LE(n, ids);  // sequences were truncated
+    auto dedup = [&]() {
+      const int64_t u = col.StageDedup();
+      EXPECT_GT(u, 0);
+      EXPECT_LT(u, n);                    // the skewed ids repeat
+      EXPECT_EQ(col.unique_count(0), u);  // one rank: every key stays here
+      return u;
+    };
+    int64_t u = 0;
+    if (!defer) {
+      u = dedup();
+      col.StageExchangeCounts();
+      col.StageExchangeIds();
+      col.StageLookup();
+      col.StageExchangeVectors();
+    }
+    const EmbeddingOutputs& out = col.StagePool();
+    EXPECT_EQ(out.pooled.shape(), (Shape{8, 52}));
+    ASSERT_EQ(out.sequences.size(), 2u);
+    EXPECT_EQ(out.sequences[0].shape(), (Shape{8, 6, 16}));
+    EXPECT_EQ(out.masks[1].shape(), (Shape{8, 4}));
+    std::vector<float> pooled;
+    std::vector<std::vector<float>> seqs, masks;
+    testing::PlainReference(col.spec()).Forward(gb, &pooled, &seqs, &masks);
+    EXPECT_TRUE(
+        testing::BitEqual(out.pooled.data<float>(), pooled.data(), pooled.size(), "pooled"));
+    for (size_t k = 0; k < seqs.size(); ++k) {
+      EXPECT_TRUE(testing::BitEqual(out.sequences[k].data<float>(), seqs[k].data(), seqs[k].size(),
+                                    "sequence"));
+      EXPECT_TRUE(
+          testing::BitEqual(out.masks[k].data<float>(), masks[k].data(), masks[k].size(), "mask"));
+    }
+    if (defer) u = dedup();  // after the pool: the backward's dedup
+    const testing::GlobalGrads gg = testing::MakeGlobalGrads(col.spec(), 8, 0);
+    testing::LocalGrads lg = testing::SliceGrads(col.spec(), gg, 0, 8);
+    col.StagePackGradients(lg.grads);
+    col.StageExchangeGradients();
+    EXPECT_EQ(col.StageMerge(), u);  // one source: merged rows = unique keys
+    col.StageReduce();
+    col.StageExchangeRowSums();
+    col.StageUpdate(1.0f);
+    for (int t = 0; t < static_cast<int>(col.spec().tables.size()); ++t) {
+      tables[defer].push_back(col.GatherTable(t));
+    }
+  }
+  for (size_t t = 0; t < tables[0].size(); ++t) {
+    EXPECT_EQ(tables[0][t].weights, tables[1][t].weights) << "table " << t;
+  }
 }
 
 TEST(EmbeddingCollection, OutOfRangeDirectIdIsAClearError) {
