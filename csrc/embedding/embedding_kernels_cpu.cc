@@ -299,7 +299,12 @@ int64_t SortUniquePackedSerial(const SortUniqueArgs& a, int index_bits, uint32_t
   const int buckets = 1 << digit_bits;
   const uint64_t mask = static_cast<uint64_t>(buckets - 1);
   std::fill(hist, hist + kPasses * buckets, 0u);
+  // The first scatter writes keys_tmp in up to 2048 interleaved streams, and a store to a line
+  // not in cache waits for it (a read for ownership each, one at a time). Prefetching the
+  // buffer for writing during the counting read, a line per 8 keys, fetches it as one stream
+  // instead: bench dedup (one rank, buffers evicted by the pool) 1.2 -> 0.9 ms.
   for (int64_t i = 0; i < n; ++i) {
+    if ((i & 7) == 0) __builtin_prefetch(a.keys_tmp + i, 1, 3);
     const uint64_t k = a.keys[i];
     for (int q = 0; q < kPasses; ++q) ++hist[q * buckets + ((k >> (q * digit_bits)) & mask)];
   }
