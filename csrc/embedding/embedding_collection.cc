@@ -429,6 +429,24 @@ int64_t EmbeddingCollection::StageBucketize(const EmbeddingBatch& batch) {
   return num_items_;
 }
 
+int64_t EmbeddingCollection::SortKeys(uint64_t* keys, int64_t n, int32_t* perm,
+                                      uint64_t* unique_keys, int32_t* unique_begin,
+                                      int32_t* inverse) {
+  SortUniqueArgs a;
+  a.keys = keys;
+  a.n = n;
+  a.bits = key_bits_;
+  a.keys_tmp = Buf<uint64_t>(kSortKeysTmp);
+  a.vals_tmp = Buf<int32_t>(kSortValsTmp);
+  a.histogram = Buf<int64_t>(kRadixHistogram);
+  a.histogram_threads = plan_.num_threads;
+  a.perm = perm;
+  a.unique_keys = unique_keys;
+  a.unique_begin = unique_begin;
+  a.inverse = inverse;
+  return SortUnique(ExecContext::Cpu(), a);
+}
+
 int64_t EmbeddingCollection::StageDedup() {
   if (stage_ == kStagePooled && dedup_deferred_) {
     // The forward pooled in place (DefersDedup): dedup now, for the backward, then run the
@@ -444,19 +462,9 @@ int64_t EmbeddingCollection::StageDedup() {
     return u;
   }
   CHECK_EQ(stage_, kStageBucketized);
-  SortUniqueArgs a;
-  a.keys = Buf<uint64_t>(kItemKey);
-  a.n = num_items_;
-  a.bits = key_bits_;
-  a.keys_tmp = Buf<uint64_t>(kSortKeysTmp);
-  a.vals_tmp = Buf<int32_t>(kSortValsTmp);
-  a.histogram = Buf<int64_t>(kRadixHistogram);
-  a.histogram_threads = plan_.num_threads;
-  a.perm = Buf<int32_t>(kItemPerm);
-  a.unique_keys = Buf<uint64_t>(kUniqueKey);
-  a.unique_begin = Buf<int32_t>(kUniqueBegin);
-  a.inverse = Buf<int32_t>(kItemToUnique);
-  num_unique_ = SortUnique(ExecContext::Cpu(), a);
+  num_unique_ =
+      SortKeys(Buf<uint64_t>(kItemKey), num_items_, Buf<int32_t>(kItemPerm),
+               Buf<uint64_t>(kUniqueKey), Buf<int32_t>(kUniqueBegin), Buf<int32_t>(kItemToUnique));
 
   // Group ranges (keys are slot-major and slots destination-major), global keys, forward
   // read pointers and the backward message layout.
@@ -803,19 +811,8 @@ int64_t EmbeddingCollection::StageMerge() {
     std::copy(ekey, ekey + e, mkey);
     num_merged_ = e;
   } else {
-    SortUniqueArgs a;
-    a.keys = ekey;
-    a.n = num_entries_;
-    a.bits = key_bits_;
-    a.keys_tmp = Buf<uint64_t>(kSortKeysTmp);
-    a.vals_tmp = Buf<int32_t>(kSortValsTmp);
-    a.histogram = Buf<int64_t>(kRadixHistogram);
-    a.histogram_threads = plan_.num_threads;
-    a.perm = Buf<int32_t>(kEntryPerm);
-    a.unique_keys = Buf<uint64_t>(kMergedKey);
-    a.unique_begin = Buf<int32_t>(kMergedBegin);
-    a.inverse = nullptr;
-    num_merged_ = SortUnique(ExecContext::Cpu(), a);
+    num_merged_ = SortKeys(ekey, num_entries_, Buf<int32_t>(kEntryPerm), Buf<uint64_t>(kMergedKey),
+                           Buf<int32_t>(kMergedBegin), nullptr);
   }
   // Merged row of each of this rank's own keys (for the canonical-order sweep of the fold).
   int32_t* l2m = Buf<int32_t>(kLocalToMerged);

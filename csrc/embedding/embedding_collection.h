@@ -164,6 +164,9 @@ class EmbeddingCollection {
     return reinterpret_cast<T*>(buffers_[id]);
   }
   UpdateArgs MakeUpdateArgs(float lr_scale) const;
+  // SortUnique of n keys (< 2^key_bits_, overwritten) with the shared sort scratch; returns U.
+  int64_t SortKeys(uint64_t* keys, int64_t n, int32_t* perm, uint64_t* unique_keys,
+                   int32_t* unique_begin, int32_t* inverse);
   Status CheckBatch(const EmbeddingBatch& batch, BucketizeError* error) const;
   std::string DescribeError(const BucketizeError& e) const;
 
