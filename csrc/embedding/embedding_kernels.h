@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "csrc/core/device.h"
+#include "csrc/core/macros.h"
 
 namespace loom::embedding {
 
@@ -144,6 +145,14 @@ struct PoolArgs {
   // larger than a core's cache, which the next op reads from memory either way.
   bool stream_outputs = false;
 };
+
+// Item i's row slice when PoolArgs::item_key is set (width: its part's); the CPU and CUDA
+// pools share it.
+LOOM_HOST_DEVICE LOOM_INLINE const float* PoolRowByKey(const PoolArgs& a, int64_t i, int width) {
+  const uint64_t key = a.item_key[i];
+  const uint64_t row = key & ((uint64_t{1} << a.row_bits) - 1);
+  return a.slot_weights[key >> a.row_bits] + static_cast<int64_t>(row) * width;
+}
 
 // Stage "pool" (restore the local order): per bag, in item order,
 //   pooled:   out[b, col + c] = sum_i scale_i * row_i[c]   (0 for an empty bag)

@@ -578,12 +578,7 @@ void PoolBags(const PoolArgs& a, RowOf row_of) {
 
 void PoolForwardCpu(const PoolArgs& a) {
   if (a.item_key != nullptr) {
-    const uint64_t row_mask = (uint64_t{1} << a.row_bits) - 1;
-    PoolBags(a, [&](int64_t i) {
-      const uint64_t key = a.item_key[i];
-      return a.slot_weights[key >> a.row_bits] +
-             static_cast<int64_t>(key & row_mask) * a.parts[a.item_part[i]].width;
-    });
+    PoolBags(a, [&](int64_t i) { return PoolRowByKey(a, i, a.parts[a.item_part[i]].width); });
   } else {
     PoolBags(a, [&](int64_t i) { return a.unique_ptr[a.item_to_unique[i]]; });
   }

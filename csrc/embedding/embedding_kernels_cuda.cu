@@ -172,10 +172,7 @@ __global__ void GatherRowsKernel(const uint64_t* keys, int64_t n, int row_bits,
 
 // Where item i's row slice is (PoolArgs: after a dedup, or straight from the item's key).
 __device__ __forceinline__ const float* PoolRow(const PoolArgs& a, int64_t i, int width) {
-  if (a.item_key == nullptr) return a.unique_ptr[a.item_to_unique[i]];
-  const uint64_t key = a.item_key[i];
-  const uint64_t row = key & ((uint64_t{1} << a.row_bits) - 1);
-  return a.slot_weights[key >> a.row_bits] + static_cast<int64_t>(row) * width;
+  return a.item_key == nullptr ? a.unique_ptr[a.item_to_unique[i]] : PoolRowByKey(a, i, width);
 }
 
 // One warp per bag.
