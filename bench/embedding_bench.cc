@@ -30,7 +30,7 @@
 //
 // On one rank the collection defers the dedup to the backward (DefersDedup: the forward reads
 // rows in place); it is timed there, and a "forward + dedup" row gives the forward as it was
-// counted before (reports up to 2026-12-06 morning), the dedup then counted in both phases.
+// counted before commit f9e9c05 (earlier reports), the dedup then counted in both phases.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
