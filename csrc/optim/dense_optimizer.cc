@@ -3,7 +3,6 @@
 // dense_optimizer_cpu.cc and dense_optimizer_cuda.cu.
 #include "csrc/optim/dense_optimizer.h"
 
-#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -12,26 +11,15 @@
 
 #include "csrc/core/dispatch.h"
 #include "csrc/core/gpu.h"
+#include "csrc/optim/config_errors.h"
 
 namespace loom::optim {
 namespace {
 
 using Config = proto::OptimizerConfig;
 
-// Shortest text that reads back as the same double ("0.1", "1e-08", "inf", "nan").
-std::string Num(double v) {
-  char buf[64];
-  const auto r = std::to_chars(buf, buf + sizeof(buf), v);
-  return std::string(buf, r.ptr);
-}
-std::string Num(int64_t v) { return std::to_string(v); }
-std::string Num(int v) { return std::to_string(v); }
-
-template <typename T>
-Status FieldError(const std::string& path, const std::string& field, const std::string& rule,
-                  T value) {
-  return InvalidArgumentError(path + "." + field + ": " + rule + ", got " + Num(value));
-}
+using internal::FieldError;
+using internal::Num;
 
 bool Finite(double v) { return std::isfinite(v); }
 

@@ -1,11 +1,12 @@
 #include "csrc/optim/lr_schedule.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <limits>
 
 #include <glog/logging.h>
+
+#include "csrc/optim/config_errors.h"
 
 namespace loom::optim {
 namespace {
@@ -17,20 +18,8 @@ constexpr double kPi = 3.14159265358979323846;
 // Warm-up lengths above this would lose precision in (t + 1) / W as doubles; nobody needs them.
 constexpr int64_t kMaxSteps = int64_t{1} << 52;
 
-// Shortest text that reads back as the same double ("0.1", "1e-08", "inf", "nan").
-std::string Num(double v) {
-  char buf[64];
-  const auto r = std::to_chars(buf, buf + sizeof(buf), v);
-  return std::string(buf, r.ptr);
-}
-std::string Num(int64_t v) { return std::to_string(v); }
-std::string Num(int v) { return std::to_string(v); }
-
-template <typename T>
-Status FieldError(const std::string& path, const std::string& field, const std::string& rule,
-                  T value) {
-  return InvalidArgumentError(path + "." + field + ": " + rule + ", got " + Num(value));
-}
+using internal::FieldError;
+using internal::Num;
 
 bool InRange(double v, double lo, double hi) { return std::isfinite(v) && v >= lo && v <= hi; }
 
