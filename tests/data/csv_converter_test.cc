@@ -15,24 +15,9 @@ namespace loom::data {
 namespace {
 
 using testing::ContainsAll;
+using testing::ReadAll;
 using testing::TempDir;
 using testing::WriteFile;
-
-// Every row of a converted data set, in file order.
-std::vector<Example> ReadAll(const std::vector<std::string>& files) {
-  auto r = Reader::Open(files, nullptr, 0, 1, ReaderOptions());
-  EXPECT_TRUE(r.ok()) << r.status();
-  std::vector<Example> out;
-  if (!r.ok()) return out;
-  Batch b;
-  while ((*r)->Next(&b, 64)) {
-    for (int64_t i = 0; i < b.size; ++i) {
-      out.emplace_back();
-      ExampleFromBatch(b, i, &out.back());
-    }
-  }
-  return out;
-}
 
 proto::DelimitedTextConfig ParseConfig(const std::string& text) {
   proto::DelimitedTextConfig c;

@@ -17,10 +17,27 @@
 
 #include "csrc/core/philox.h"
 #include "csrc/data/batch.h"
+#include "csrc/data/reader.h"
 #include "csrc/data/schema.h"
 #include "csrc/proto/data.pb.h"
 
 namespace loom::data::testing {
+
+// Every row of a data set's files, in file order, read batch_rows at a time by one reader.
+inline std::vector<Example> ReadAll(const std::vector<std::string>& files,
+                                    int64_t batch_rows = 64) {
+  auto r = Reader::Open(files, nullptr, 0, 1, ReaderOptions());
+  EXPECT_TRUE(r.ok()) << r.status();
+  std::vector<Example> out;
+  Batch b;
+  while (r.ok() && (*r)->Next(&b, batch_rows)) {
+    for (int64_t i = 0; i < b.size; ++i) {
+      out.emplace_back();
+      ExampleFromBatch(b, i, &out.back());
+    }
+  }
+  return out;
+}
 
 // A fresh directory under $TMPDIR (or /tmp), removed when the object dies.
 class TempDir {

@@ -16,19 +16,9 @@ using testing::ContainsAll;
 using testing::TempDir;
 using testing::WriteFile;
 
+// Small batches: the data sets span many.
 std::vector<Example> ReadAll(const std::vector<std::string>& files) {
-  auto r = Reader::Open(files, nullptr, 0, 1, ReaderOptions());
-  EXPECT_TRUE(r.ok()) << r.status();
-  std::vector<Example> out;
-  if (!r.ok()) return out;
-  Batch b;
-  while ((*r)->Next(&b, 4)) {
-    for (int64_t i = 0; i < b.size; ++i) {
-      out.emplace_back();
-      ExampleFromBatch(b, i, &out.back());
-    }
-  }
-  return out;
+  return testing::ReadAll(files, 4);
 }
 
 // A u.item line: id, title, release date, 19 genre flags set at `genres` (u.genre indices:

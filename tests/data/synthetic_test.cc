@@ -44,17 +44,7 @@ proto::SyntheticConfig SmallConfig() {
 }
 
 std::vector<Example> ReadAll(const std::vector<std::string>& files) {
-  auto r = Reader::Open(files, nullptr, 0, 1, ReaderOptions());
-  EXPECT_TRUE(r.ok()) << r.status();
-  std::vector<Example> out;
-  Batch b;
-  while (r.ok() && (*r)->Next(&b, 256)) {
-    for (int64_t i = 0; i < b.size; ++i) {
-      out.emplace_back();
-      ExampleFromBatch(b, i, &out.back());
-    }
-  }
-  return out;
+  return testing::ReadAll(files, 256);
 }
 
 // AUC by counting every (positive, negative) pair: the definition, O(P N).
