@@ -222,10 +222,10 @@ void PrintConvertSummary(const ConvertResult& r, const std::string& out) {
   }
 }
 
-Status RunConvertCsv(const Flags& f, const Command& cmd, const std::string& producer) {
-  LOOM_RETURN_IF_ERROR(Require(f, cmd, {"schema", "input", "out"}));
-  proto::DelimitedTextConfig config;
-  LOOM_RETURN_IF_ERROR(ReadTextProto(f.Get("schema"), &config));
+// The delimited-text conversion of convert-csv and convert-criteo: the bad-record and shard
+// flags applied to `config`, then --input converted into --out.
+Status ConvertText(proto::DelimitedTextConfig config, const Flags& f, const std::string& vocab_from,
+                   const std::string& producer) {
   proto::BadRecordPolicy policy = config.bad_record_policy();
   int64_t max_bad = config.max_bad_records();
   LOOM_RETURN_IF_ERROR(PolicyFlags(f, &policy, &max_bad));
@@ -233,7 +233,7 @@ Status RunConvertCsv(const Flags& f, const Command& cmd, const std::string& prod
   config.set_max_bad_records(max_bad);
   ConvertOptions o;
   o.out_dir = f.Get("out");
-  o.vocab_from = f.Get("vocab-from");
+  o.vocab_from = vocab_from;
   o.producer = producer;
   LOOM_RETURN_IF_ERROR(IntFlag(f, "shard-rows", -1, &o.shard_rows));
   LOOM_RETURN_IF_ERROR(IntFlag(f, "block-rows", -1, &o.block_rows));
@@ -242,25 +242,19 @@ Status RunConvertCsv(const Flags& f, const Command& cmd, const std::string& prod
   return Status::Ok();
 }
 
+Status RunConvertCsv(const Flags& f, const Command& cmd, const std::string& producer) {
+  LOOM_RETURN_IF_ERROR(Require(f, cmd, {"schema", "input", "out"}));
+  proto::DelimitedTextConfig config;
+  LOOM_RETURN_IF_ERROR(ReadTextProto(f.Get("schema"), &config));
+  return ConvertText(std::move(config), f, f.Get("vocab-from"), producer);
+}
+
 Status RunConvertCriteo(const Flags& f, const Command& cmd, const std::string& producer) {
   LOOM_RETURN_IF_ERROR(Require(f, cmd, {"input", "out"}));
   int64_t buckets;
   LOOM_RETURN_IF_ERROR(IntFlag(f, "hash-buckets", int64_t{1} << 22, &buckets));
   if (buckets < 2) return InvalidArgumentError("--hash-buckets must be >= 2");
-  proto::DelimitedTextConfig config = CriteoConfig(buckets);
-  proto::BadRecordPolicy policy = config.bad_record_policy();
-  int64_t max_bad = config.max_bad_records();
-  LOOM_RETURN_IF_ERROR(PolicyFlags(f, &policy, &max_bad));
-  config.set_bad_record_policy(policy);
-  config.set_max_bad_records(max_bad);
-  ConvertOptions o;
-  o.out_dir = f.Get("out");
-  o.producer = producer;
-  LOOM_RETURN_IF_ERROR(IntFlag(f, "shard-rows", -1, &o.shard_rows));
-  LOOM_RETURN_IF_ERROR(IntFlag(f, "block-rows", -1, &o.block_rows));
-  LOOM_ASSIGN_OR_RETURN(auto r, ConvertDelimitedText(config, f.values.at("input"), o));
-  PrintConvertSummary(r, o.out_dir);
-  return Status::Ok();
+  return ConvertText(CriteoConfig(buckets), f, "", producer);
 }
 
 Status RunConvertMovieLens(const Flags& f, const Command& cmd, const std::string& producer) {
