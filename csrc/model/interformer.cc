@@ -14,16 +14,7 @@ using layers::NewBuffer;
 using layers::Rows;
 using MC = proto::ModelConfig;
 
-void CopyTok(const ExecContext& ctx, ConstTensorView src, int64_t src_begin, TensorView dst,
-             int64_t dst_begin, int64_t count, bool accumulate = false) {
-  if (count == 0) return;
-  ops::CopyTokensArgs a;
-  a.src_begin = src_begin;
-  a.dst_begin = dst_begin;
-  a.count = count;
-  a.accumulate = accumulate;
-  ops::CopyTokens(ctx, a, src, dst);
-}
+using ops::CopyTokenRange;
 
 // dst = Σ parts (zero when there is none).
 void SumInto(const ExecContext& ctx, const std::vector<ConstTensorView>& parts, TensorView dst) {
@@ -266,14 +257,14 @@ void InterFormer::Forward(const ExecContext& ctx, const DenseInputs& in, TensorV
   // 1. X = [dense token] ++ sparse ++ [SOLE mean tokens].
   TensorView x0 = Rows(x_[0], b);
   if (D.m > 0) {
-    CopyTok(ctx, dense_proj_->Forward(ctx, in.dense).Reshape(Shape{b, 1, d}), 0, x0, 0, 1);
+    CopyTokenRange(ctx, dense_proj_->Forward(ctx, in.dense).Reshape(Shape{b, 1, d}), 0, x0, 0, 1);
   }
-  CopyTok(ctx, in.sparse, 0, x0, sparse_offset_, D.n);
+  CopyTokenRange(ctx, in.sparse, 0, x0, sparse_offset_, D.n);
   if (D.sole) {
     TensorView mean = Rows(sole_mean_, b);
     for (int64_t j = 0; j < D.k; ++j) {
       ops::MaskedMeanTokens(ctx, in.seq[j], in.seq_mask, mean.Reshape(Shape{b, d}));
-      CopyTok(ctx, mean, 0, x0, sole_offset_ + j, 1);
+      CopyTokenRange(ctx, mean, 0, x0, sole_offset_ + j, 1);
     }
   }
   xl_[0] = x0;
@@ -296,7 +287,7 @@ void InterFormer::Forward(const ExecContext& ctx, const DenseInputs& in, TensorV
       const ConstTensorView packed = masknet_->Forward(ctx, in.seq, rows_seq_view_);  // (n, d)
       ZeroTensor(s0, ctx.stream);  // positions that cannot reach the logits stay 0
       layers::ScatterRows(ctx, packed, 0, rows_s_view_, s0.Reshape(Shape{b * D.Tp, d}));
-      if (D.cls_prepend) CopyTok(ctx, xsum_[0], 0, s0, 0, D.c);
+      if (D.cls_prepend) CopyTokenRange(ctx, xsum_[0], 0, s0, 0, D.c);
       sl_[0] = s0;
     } else {
       const ConstTensorView s_raw = masknet_->Forward(ctx, in.seq);
@@ -438,10 +429,10 @@ void InterFormer::Backward(const ExecContext& ctx, ConstTensorView grad_logits) 
   // 1-3. Input gradients.
   TensorView gx0 = Rows(grad_x_[0], b);
   input_grads_.sparse = Rows(grad_sparse_, b);
-  CopyTok(ctx, gx0, sparse_offset_, input_grads_.sparse, 0, D.n);
+  CopyTokenRange(ctx, gx0, sparse_offset_, input_grads_.sparse, 0, D.n);
   if (D.m > 0) {
     TensorView tok = Rows(tmp_tok_, b);
-    CopyTok(ctx, gx0, 0, tok, 0, 1);
+    CopyTokenRange(ctx, gx0, 0, tok, 0, 1);
     input_grads_.dense = Rows(grad_dense_, b);
     dense_proj_->Backward(ctx, tok.Reshape(Shape{b, d}), input_grads_.dense);
   }
@@ -451,7 +442,7 @@ void InterFormer::Backward(const ExecContext& ctx, ConstTensorView grad_logits) 
   if (D.sole) {
     TensorView tok = Rows(tmp_tok_, b);
     for (int64_t j = 0; j < D.k; ++j) {
-      CopyTok(ctx, gx0, sole_offset_ + j, tok, 0, 1);
+      CopyTokenRange(ctx, gx0, sole_offset_ + j, tok, 0, 1);
       ops::MaskedMeanTokensBackward(ctx, tok.Reshape(Shape{b, d}), inputs_.seq_mask,
                                     input_grads_.seq[j]);
     }
@@ -463,7 +454,7 @@ void InterFormer::Backward(const ExecContext& ctx, ConstTensorView grad_logits) 
       gs0 = packed;
     } else if (D.cls_prepend) {
       TensorView graw = Rows(tmp_sraw_, b);
-      CopyTok(ctx, gs0, D.c, graw, 0, D.T);
+      CopyTokenRange(ctx, gs0, D.c, graw, 0, D.T);
       gs0 = graw;
     }
     masknet_->Backward(ctx, gs0, input_grads_.seq);
@@ -521,7 +512,7 @@ void InterFormer::JoinLayerGrads(const ExecContext& ctx, int64_t l) {
   if (l == 0 && D.cls_prepend) {
     // S_0[:, 0:c] = X_sum^0: its gradient joins the PFFN context's before cross 0's backward.
     TensorView gxs = Rows(grad_xsum_[0], b);
-    CopyTok(ctx, CRows(grad_s_[0], b), 0, gxs, 0, D.c, /*accumulate=*/true);
+    CopyTokenRange(ctx, CRows(grad_s_[0], b), 0, gxs, 0, D.c, /*accumulate=*/true);
     TensorView tmp = Rows(tmp_x_b_, b);
     cross_[0]->XSummaryBackward(ctx, gxs, tmp);
     ops::Add(ctx, Rows(grad_x_[0], b), tmp, Rows(grad_x_[0], b));

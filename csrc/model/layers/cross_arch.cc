@@ -4,20 +4,8 @@
 #include "csrc/model/ops/tokens.h"
 
 namespace loom::layers {
-namespace {
 
-void Copy(const ExecContext& ctx, ConstTensorView src, int64_t src_begin, TensorView dst,
-          int64_t dst_begin, int64_t count, bool accumulate = false) {
-  if (count == 0) return;
-  ops::CopyTokensArgs a;
-  a.src_begin = src_begin;
-  a.dst_begin = dst_begin;
-  a.count = count;
-  a.accumulate = accumulate;
-  ops::CopyTokens(ctx, a, src, dst);
-}
-
-}  // namespace
+using ops::CopyTokenRange;
 
 StatusOr<std::unique_ptr<CrossArch>> CrossArch::Create(const CrossArchConfig& config,
                                                        const TensorSpec& x, const TensorSpec& s,
@@ -86,21 +74,21 @@ ConstTensorView CrossArch::SSummary(const ExecContext& ctx, ConstTensorView s,
   const int64_t c = config_.cls_in_s, np = config_.n_pma, k = config_.recent;
   const int64_t d = s.dim(2);
   TensorView cat = Rows(cat_, b_);
-  Copy(ctx, s, 0, cat, 0, c);  // the CLS positions
-  Copy(ctx, pma_->Forward(ctx, s, key_mask, rows), 0, cat, c, np);
+  CopyTokenRange(ctx, s, 0, cat, 0, c);  // the CLS positions
+  CopyTokenRange(ctx, pma_->Forward(ctx, s, key_mask, rows), 0, cat, c, np);
   if (k > 0) {
     TensorView recent = Rows(recent_, b_);
-    Copy(ctx, s, t_ - k, recent, 0, k);
+    CopyTokenRange(ctx, s, t_ - k, recent, 0, k);
     if (config_.recent_zero_padding) {
       // recent ⊙ mask: a masked mean over a single token is x (mask 1) or 0 (mask 0).
       TensorView mask = Rows(recent_mask_, b_);
-      Copy(ctx, key_mask.Reshape(Shape{b_, t_, 1}), t_ - k, mask, 0, k);
+      CopyTokenRange(ctx, key_mask.Reshape(Shape{b_, t_, 1}), t_ - k, mask, 0, k);
       TensorView masked = Rows(recent_masked_, b_);
       ops::MaskedMeanTokens(ctx, recent.Reshape(Shape{b_ * k, 1, d}),
                             mask.Reshape(Shape{b_ * k, 1}), masked.Reshape(Shape{b_ * k, d}));
       recent = masked;
     }
-    Copy(ctx, recent, 0, cat, c + np, k);
+    CopyTokenRange(ctx, recent, 0, cat, c + np, k);
   }
   return s_gate_->Forward(ctx, cat);
 }
@@ -112,12 +100,12 @@ void CrossArch::SSummaryBackward(const ExecContext& ctx, ConstTensorView grad_ss
   TensorView grad_cat = Rows(grad_cat_, b_);
   s_gate_->Backward(ctx, grad_ssum, grad_cat);
   TensorView grad_pma = Rows(grad_pma_, b_);
-  Copy(ctx, grad_cat, c, grad_pma, 0, np);
+  CopyTokenRange(ctx, grad_cat, c, grad_pma, 0, np);
   pma_->Backward(ctx, grad_pma, grad_s);  // overwrites all T' positions
-  Copy(ctx, grad_cat, 0, grad_s, 0, c, /*accumulate=*/true);
+  CopyTokenRange(ctx, grad_cat, 0, grad_s, 0, c, /*accumulate=*/true);
   if (k > 0) {
     TensorView gr = Rows(grad_recent_, b_);
-    Copy(ctx, grad_cat, c + np, gr, 0, k);
+    CopyTokenRange(ctx, grad_cat, c + np, gr, 0, k);
     if (config_.recent_zero_padding) {
       TensorView gm = Rows(grad_recent_masked_, b_);
       ops::MaskedMeanTokensBackward(ctx, gr.Reshape(Shape{b_ * k, d}),
@@ -125,7 +113,7 @@ void CrossArch::SSummaryBackward(const ExecContext& ctx, ConstTensorView grad_ss
                                     gm.Reshape(Shape{b_ * k, 1, d}));
       gr = gm;
     }
-    Copy(ctx, gr, 0, grad_s, t_ - k, k, /*accumulate=*/true);
+    CopyTokenRange(ctx, gr, 0, grad_s, t_ - k, k, /*accumulate=*/true);
   }
 }
 

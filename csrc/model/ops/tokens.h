@@ -34,6 +34,18 @@ Status ValidateConcatTokens(const std::vector<TensorSpec>& parts, const TensorSp
 
 void CopyTokens(const ExecContext& ctx, const CopyTokensArgs& args, ConstTensorView src,
                 TensorView dst);
+// CopyTokens with its arguments spelled out; nothing at all when count is 0.
+inline void CopyTokenRange(const ExecContext& ctx, ConstTensorView src, int64_t src_begin,
+                           TensorView dst, int64_t dst_begin, int64_t count,
+                           bool accumulate = false) {
+  if (count == 0) return;
+  CopyTokensArgs a;
+  a.src_begin = src_begin;
+  a.dst_begin = dst_begin;
+  a.count = count;
+  a.accumulate = accumulate;
+  CopyTokens(ctx, a, src, dst);
+}
 void ConcatTokens(const ExecContext& ctx, const std::vector<ConstTensorView>& inputs,
                   TensorView out);
 void SplitTokens(const ExecContext& ctx, ConstTensorView in,
