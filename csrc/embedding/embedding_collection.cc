@@ -13,6 +13,7 @@
 #include "csrc/core/logging.h"
 #include "csrc/core/philox.h"
 #include "csrc/core/rng.h"
+#include "csrc/embedding/bag_rules.h"
 
 namespace loom::embedding {
 namespace {
@@ -339,28 +340,13 @@ Status EmbeddingCollection::CheckBatch(const EmbeddingBatch& batch, BucketizeErr
   }
   const int F = static_cast<int>(routes.size());
   for (int64_t g = 0; g < batch.batch_size * F; ++g) {
-    const FeatureRoute& fr = routes[g % F];
-    const int64_t b = g / F;
-    const int64_t begin = fr.offsets[b], end = fr.offsets[b + 1];
-    const bool seq = fr.kind == static_cast<int>(FeatureKind::kSequence);
-    if (!seq && end - begin > fr.max_ids) {
-      error->kind = 2;
-      error->feature = static_cast<int>(g % F);
-      error->sample = b;
-      error->count = end - begin;
+    const int f = static_cast<int>(g % F);
+    int64_t first, len, raw_len;
+    internal::BagRange(routes[f], g / F, &first, &len, &raw_len);
+    if (internal::BagTooLong(routes[f], raw_len) ||
+        internal::FirstBadDirectId(routes[f], first, len) >= 0) {
+      internal::DescribeBadBag(routes[f], f, g / F, error);
       return OutOfRangeError(DescribeError(*error));
-    }
-    if (fr.mapping == static_cast<int>(IdMapping::kDirect)) {
-      const int64_t first = seq ? std::max(begin, end - fr.max_length) : begin;
-      for (int64_t i = first; i < end; ++i) {
-        if (fr.ids[i] < 0 || fr.ids[i] >= fr.num_rows) {
-          error->kind = 1;
-          error->feature = static_cast<int>(g % F);
-          error->sample = b;
-          error->id = fr.ids[i];
-          return OutOfRangeError(DescribeError(*error));
-        }
-      }
     }
   }
   return Status::Ok();

@@ -11,23 +11,13 @@
 #include <emmintrin.h>
 #endif
 
+#include "csrc/embedding/bag_rules.h"
 #include "csrc/embedding/embedding_spec.h"
 #include "csrc/embedding/id_map.h"
 #include "csrc/embedding/row_ops_cpu.h"
 
 namespace loom::embedding::internal {
 namespace {
-
-// Ids of bag (b, f) after truncation: [first, first + len).
-inline void BagRange(const FeatureRoute& fr, int64_t b, int64_t* first, int64_t* len,
-                     int64_t* raw_len) {
-  const int64_t begin = fr.offsets[b], end = fr.offsets[b + 1];
-  *raw_len = end - begin;
-  int64_t n = end - begin;
-  if (fr.kind == static_cast<int>(FeatureKind::kSequence) && n > fr.max_length) n = fr.max_length;
-  *first = end - n;
-  *len = n;
-}
 
 // Items ahead the pool prefetches the row of (a 64-float row is 4 cache lines; the pool is
 // bound by misses in flight, and a much longer distance only stalls on full fill buffers).
@@ -150,8 +140,7 @@ int64_t BucketizeCpu(const BucketizeArgs& a, BucketizeError* error) {
     const FeatureRoute& fr = a.features[g % F];
     int64_t first, len, raw_len;
     BagRange(fr, g / F, &first, &len, &raw_len);
-    *too_long = raw_len < 0 ||
-                (fr.kind != static_cast<int>(FeatureKind::kSequence) && raw_len > fr.max_ids);
+    *too_long = BagTooLong(fr, raw_len);
     return len * (fr.strategy == static_cast<int>(Strategy::kColumnWise) ? fr.num_parts : 1);
   };
 #pragma omp parallel num_threads(std::min(omp_get_max_threads(), kMaxThreads))
@@ -178,12 +167,7 @@ int64_t BucketizeCpu(const BucketizeArgs& a, BucketizeError* error) {
       if (!bad && fr.mapping == static_cast<int>(IdMapping::kDirect)) {
         int64_t first, len, raw_len;
         BagRange(fr, g / F, &first, &len, &raw_len);
-        for (int64_t i = first; i < first + len; ++i) {
-          if (fr.ids[i] < 0 || fr.ids[i] >= fr.num_rows) {
-            bad = true;
-            break;
-          }
-        }
+        bad = FirstBadDirectId(fr, first, len) >= 0;
       }
       if (bad && g < bad_bag) bad_bag = g;
     }
@@ -199,26 +183,8 @@ int64_t BucketizeCpu(const BucketizeArgs& a, BucketizeError* error) {
   int64_t first_bad = num_bags;
   for (int u = 0; u < threads; ++u) first_bad = std::min(first_bad, chunk_bad[u]);
   if (first_bad < num_bags) {
-    const int64_t b = first_bad / F;
     const int f = static_cast<int>(first_bad % F);
-    const FeatureRoute& fr = a.features[f];
-    int64_t first, len, raw_len;
-    BagRange(fr, b, &first, &len, &raw_len);
-    error->feature = f;
-    error->sample = b;
-    error->count = raw_len;
-    if (raw_len < 0 ||
-        (fr.kind != static_cast<int>(FeatureKind::kSequence) && raw_len > fr.max_ids)) {
-      error->kind = 2;
-    } else {
-      error->kind = 1;
-      for (int64_t i = first; i < first + len; ++i) {
-        if (fr.ids[i] < 0 || fr.ids[i] >= fr.num_rows) {
-          error->id = fr.ids[i];
-          break;
-        }
-      }
-    }
+    DescribeBadBag(a.features[f], f, first_bad / F, error);
     return -1;
   }
   return a.bag_item_begin[num_bags];

@@ -10,6 +10,7 @@
 
 #include "csrc/core/cuda_check.cuh"
 #include "csrc/core/gpu.h"
+#include "csrc/embedding/bag_rules.h"
 #include "csrc/embedding/embedding_spec.h"
 #include "csrc/embedding/id_map.h"
 
@@ -19,26 +20,9 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kBlock = 256;
 
-__device__ __forceinline__ void BagRange(const FeatureRoute& fr, int64_t b, int64_t* first,
-                                         int64_t* len, int64_t* raw_len) {
-  const int64_t begin = fr.offsets[b], end = fr.offsets[b + 1];
-  *raw_len = end - begin;
-  int64_t n = end - begin;
-  if (fr.kind == static_cast<int>(FeatureKind::kSequence) && n > fr.max_length) n = fr.max_length;
-  *first = end - n;
-  *len = n;
-}
-
 __device__ __forceinline__ bool BagIsBad(const FeatureRoute& fr, int64_t first, int64_t len,
                                          int64_t raw_len) {
-  if (raw_len < 0) return true;
-  if (fr.kind != static_cast<int>(FeatureKind::kSequence) && raw_len > fr.max_ids) return true;
-  if (fr.mapping == static_cast<int>(IdMapping::kDirect)) {
-    for (int64_t i = first; i < first + len; ++i) {
-      if (fr.ids[i] < 0 || fr.ids[i] >= fr.num_rows) return true;
-    }
-  }
-  return false;
+  return BagTooLong(fr, raw_len) || FirstBadDirectId(fr, first, len) >= 0;
 }
 
 // One thread per bag: item count (at begin[g + 1]) and the first bad bag (atomicMin).
@@ -58,25 +42,7 @@ __global__ void DescribeBadBagKernel(BucketizeArgs a, const unsigned long long* 
                                      BucketizeError* error) {
   const int64_t g = static_cast<int64_t>(*first_bad);
   const int f = static_cast<int>(g % a.num_features);
-  const FeatureRoute fr = a.features[f];
-  int64_t first, len, raw_len;
-  BagRange(fr, g / a.num_features, &first, &len, &raw_len);
-  error->feature = f;
-  error->sample = g / a.num_features;
-  error->count = raw_len;
-  error->id = 0;
-  if (raw_len < 0 ||
-      (fr.kind != static_cast<int>(FeatureKind::kSequence) && raw_len > fr.max_ids)) {
-    error->kind = 2;
-  } else {
-    error->kind = 1;
-    for (int64_t i = first; i < first + len; ++i) {
-      if (fr.ids[i] < 0 || fr.ids[i] >= fr.num_rows) {
-        error->id = fr.ids[i];
-        break;
-      }
-    }
-  }
+  DescribeBadBag(a.features[f], f, g / a.num_features, error);
 }
 
 // One thread per bag: the bag's items in canonical order (as BucketizeCpu pass 2).

@@ -725,5 +725,33 @@ TEST(EmbeddingCollection, OutOfRangeDirectIdIsAClearError) {
   EXPECT_DEATH((*c)->Forward(lb.batch), "feature 'cat_bag': id 77 \\(sample 7\\)");
 }
 
+// A bag longer than max_ids_per_sample: ValidateBatch names feature, sample and count, and
+// Forward refuses the batch with the same words.
+TEST(EmbeddingCollection, BagLongerThanMaxIdsIsAClearError) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  LocalCommunicator local;
+  CollectionOptions co;
+  co.batch_size = 8;
+  co.log_plan = false;
+  auto c = EmbeddingCollection::Create(testing::TestConfig("type: SGD"), &local, co);
+  ASSERT_TRUE(c.ok());
+  testing::GlobalBatch gb = testing::MakeGlobalBatch((*c)->spec(), 8, 0);
+  const int cat = 3;  // cat_bag: MULTI_HOT, at most 5 ids
+  const int64_t have = gb.offsets[cat][8] - gb.offsets[cat][7];
+  for (int64_t k = have; k < 6; ++k) {  // sample 7 (the last) gets 6 ids
+    gb.ids[cat].push_back(k);
+    gb.weights[cat].push_back(1.0f);
+  }
+  gb.offsets[cat][8] += 6 - have;
+  testing::LocalBatch lb = testing::SliceBatch(gb, 0, 8);
+  const Status s = (*c)->ValidateBatch(lb.batch);
+  EXPECT_EQ(s.code(), StatusCode::kOutOfRange);
+  EXPECT_NE(s.message().find("feature 'cat_bag': sample 7 carries 6 ids, more than "
+                             "max_ids_per_sample = 5"),
+            std::string::npos)
+      << s;
+  EXPECT_DEATH((*c)->Forward(lb.batch), "feature 'cat_bag': sample 7 carries 6 ids");
+}
+
 }  // namespace
 }  // namespace loom::embedding
