@@ -698,7 +698,10 @@ TEST(EmbeddingCollection, StagesRunOneByOne) {
   }
 }
 
-TEST(EmbeddingCollection, OutOfRangeDirectIdIsAClearError) {
+// Bad bags: ValidateBatch returns OutOfRange naming the feature, the sample and the fault, and
+// Forward refuses the batch with the same words. The bag of sample 7 (the last) of cat_bag
+// (DIRECT over 40 rows, at most 5 ids) gets an id out of range, or a sixth id.
+TEST(EmbeddingCollection, BadBagsAreClearErrors) {
   // Re-executes the binary for the death test: a plain fork would inherit OpenMP's thread
   // pool half-alive and hang in the next parallel region.
   GTEST_FLAG_SET(death_test_style, "threadsafe");
@@ -708,49 +711,38 @@ TEST(EmbeddingCollection, OutOfRangeDirectIdIsAClearError) {
   co.log_plan = false;
   auto c = EmbeddingCollection::Create(testing::TestConfig("type: SGD"), &local, co);
   ASSERT_TRUE(c.ok());
-  testing::GlobalBatch gb = testing::MakeGlobalBatch((*c)->spec(), 8, 0);
-  const int cat = 3;  // cat_bag: DIRECT over 40 rows
-  gb.ids[cat].push_back(77);
-  gb.weights[cat].push_back(1.0f);
-  for (int64_t b = 5; b <= 8; ++b) gb.offsets[cat][b] += 0;
-  gb.offsets[cat][8] += 1;  // sample 7 gets id 77
-  if (gb.offsets[cat][8] - gb.offsets[cat][7] > 5) GTEST_SKIP() << "bag already full";
-  testing::LocalBatch lb = testing::SliceBatch(gb, 0, 8);
-  const Status s = (*c)->ValidateBatch(lb.batch);
-  EXPECT_EQ(s.code(), StatusCode::kOutOfRange);
-  EXPECT_NE(s.message().find("feature 'cat_bag': id 77 (sample 7) is outside [0, 40) of table "
-                             "'cats'"),
-            std::string::npos)
-      << s;
-  EXPECT_DEATH((*c)->Forward(lb.batch), "feature 'cat_bag': id 77 \\(sample 7\\)");
-}
-
-// A bag longer than max_ids_per_sample: ValidateBatch names feature, sample and count, and
-// Forward refuses the batch with the same words.
-TEST(EmbeddingCollection, BagLongerThanMaxIdsIsAClearError) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  LocalCommunicator local;
-  CollectionOptions co;
-  co.batch_size = 8;
-  co.log_plan = false;
-  auto c = EmbeddingCollection::Create(testing::TestConfig("type: SGD"), &local, co);
-  ASSERT_TRUE(c.ok());
-  testing::GlobalBatch gb = testing::MakeGlobalBatch((*c)->spec(), 8, 0);
-  const int cat = 3;  // cat_bag: MULTI_HOT, at most 5 ids
-  const int64_t have = gb.offsets[cat][8] - gb.offsets[cat][7];
-  for (int64_t k = have; k < 6; ++k) {  // sample 7 (the last) gets 6 ids
-    gb.ids[cat].push_back(k);
-    gb.weights[cat].push_back(1.0f);
+  const int cat = 3;
+  struct Case {
+    int64_t bad_id;       // appended to the bag, or -1
+    int64_t length;       // valid ids appended until the bag has this many, or 0
+    const char* message;  // in ValidateBatch's status
+    const char* death;    // Forward's fatal message (a regex)
+  };
+  const Case cases[] = {
+      {77, 0, "feature 'cat_bag': id 77 (sample 7) is outside [0, 40) of table 'cats'",
+       "feature 'cat_bag': id 77 \\(sample 7\\)"},
+      {-1, 6, "feature 'cat_bag': sample 7 carries 6 ids, more than max_ids_per_sample = 5",
+       "feature 'cat_bag': sample 7 carries 6 ids"},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.message);
+    testing::GlobalBatch gb = testing::MakeGlobalBatch((*c)->spec(), 8, 0);
+    auto append = [&](int64_t id) {
+      gb.ids[cat].push_back(id);
+      gb.weights[cat].push_back(1.0f);
+      ++gb.offsets[cat][8];
+    };
+    if (k.bad_id >= 0) {
+      ASSERT_LT(gb.offsets[cat][8] - gb.offsets[cat][7], 5) << "the bag is already full";
+      append(k.bad_id);
+    }
+    while (gb.offsets[cat][8] - gb.offsets[cat][7] < k.length) append(0);
+    testing::LocalBatch lb = testing::SliceBatch(gb, 0, 8);
+    const Status s = (*c)->ValidateBatch(lb.batch);
+    EXPECT_EQ(s.code(), StatusCode::kOutOfRange);
+    EXPECT_NE(s.message().find(k.message), std::string::npos) << s;
+    EXPECT_DEATH((*c)->Forward(lb.batch), k.death);
   }
-  gb.offsets[cat][8] += 6 - have;
-  testing::LocalBatch lb = testing::SliceBatch(gb, 0, 8);
-  const Status s = (*c)->ValidateBatch(lb.batch);
-  EXPECT_EQ(s.code(), StatusCode::kOutOfRange);
-  EXPECT_NE(s.message().find("feature 'cat_bag': sample 7 carries 6 ids, more than "
-                             "max_ids_per_sample = 5"),
-            std::string::npos)
-      << s;
-  EXPECT_DEATH((*c)->Forward(lb.batch), "feature 'cat_bag': sample 7 carries 6 ids");
 }
 
 }  // namespace
