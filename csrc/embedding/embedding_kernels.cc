@@ -5,14 +5,7 @@
 
 #include <glog/logging.h>
 
-#define LOOM_DISPATCH_PLAIN_(ctx, name, ...)           \
-  do {                                                 \
-    if ((ctx).device.is_cpu()) {                       \
-      internal::name##Cpu(__VA_ARGS__);                \
-    } else {                                           \
-      internal::name##Cuda(__VA_ARGS__, (ctx).stream); \
-    }                                                  \
-  } while (0)
+#include "csrc/core/dispatch.h"
 
 namespace loom::embedding {
 
@@ -46,12 +39,12 @@ void GatherRows(const ExecContext& ctx, const uint64_t* keys, int64_t n, int row
 }
 
 void PoolForward(const ExecContext& ctx, const PoolArgs& args) {
-  LOOM_DISPATCH_PLAIN_(ctx, PoolForward, args);
+  LOOM_DISPATCH(ctx, PoolForward, args);
 }
 
 void PackContributions(const ExecContext& ctx, const PackArgs& args) {
   if (args.num_unique == 0) return;
-  LOOM_DISPATCH_PLAIN_(ctx, PackContributions, args);
+  LOOM_DISPATCH(ctx, PackContributions, args);
 }
 
 }  // namespace loom::embedding
