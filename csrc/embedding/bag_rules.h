@@ -30,10 +30,10 @@ LOOM_HOST_DEVICE LOOM_INLINE bool BagTooLong(const FeatureRoute& fr, int64_t raw
          (fr.kind != static_cast<int>(FeatureKind::kSequence) && raw_len > fr.max_ids);
 }
 
-// The first id of ids[first, first + len) outside [0, num_rows) of a DIRECT table, or -1 when
-// there is none (or the table maps ids by modulo or hash).
-LOOM_HOST_DEVICE LOOM_INLINE int64_t FirstBadDirectId(const FeatureRoute& fr, int64_t first,
-                                                      int64_t len) {
+// The position in ids of the first of ids[first, first + len) outside [0, num_rows) of a
+// DIRECT table, or -1 when there is none (or the table maps ids by modulo or hash).
+LOOM_HOST_DEVICE LOOM_INLINE int64_t FirstBadDirectPos(const FeatureRoute& fr, int64_t first,
+                                                       int64_t len) {
   if (fr.mapping != static_cast<int>(IdMapping::kDirect)) return -1;
   for (int64_t i = first; i < first + len; ++i) {
     if (fr.ids[i] < 0 || fr.ids[i] >= fr.num_rows) return i;
@@ -54,7 +54,7 @@ LOOM_HOST_DEVICE LOOM_INLINE void DescribeBadBag(const FeatureRoute& fr, int f, 
     error->kind = 2;
   } else {
     error->kind = 1;
-    const int64_t i = FirstBadDirectId(fr, first, len);
+    const int64_t i = FirstBadDirectPos(fr, first, len);
     if (i >= 0) error->id = fr.ids[i];
   }
 }

@@ -344,7 +344,7 @@ Status EmbeddingCollection::CheckBatch(const EmbeddingBatch& batch, BucketizeErr
     int64_t first, len, raw_len;
     internal::BagRange(routes[f], g / F, &first, &len, &raw_len);
     if (internal::BagTooLong(routes[f], raw_len) ||
-        internal::FirstBadDirectId(routes[f], first, len) >= 0) {
+        internal::FirstBadDirectPos(routes[f], first, len) >= 0) {
       internal::DescribeBadBag(routes[f], f, g / F, error);
       return OutOfRangeError(DescribeError(*error));
     }

@@ -167,7 +167,7 @@ int64_t BucketizeCpu(const BucketizeArgs& a, BucketizeError* error) {
       if (!bad && fr.mapping == static_cast<int>(IdMapping::kDirect)) {
         int64_t first, len, raw_len;
         BagRange(fr, g / F, &first, &len, &raw_len);
-        bad = FirstBadDirectId(fr, first, len) >= 0;
+        bad = FirstBadDirectPos(fr, first, len) >= 0;
       }
       if (bad && g < bad_bag) bad_bag = g;
     }

@@ -22,7 +22,7 @@ constexpr int kBlock = 256;
 
 __device__ __forceinline__ bool BagIsBad(const FeatureRoute& fr, int64_t first, int64_t len,
                                          int64_t raw_len) {
-  return BagTooLong(fr, raw_len) || FirstBadDirectId(fr, first, len) >= 0;
+  return BagTooLong(fr, raw_len) || FirstBadDirectPos(fr, first, len) >= 0;
 }
 
 // One thread per bag: item count (at begin[g + 1]) and the first bad bag (atomicMin).
