@@ -27,6 +27,7 @@ enum Stage {
   kStageLookedUp,
   kStageVectorsExchanged,
   kStagePooled,
+  kStagePooledInPlace,  // one rank: pooled right after bucketize, no dedup yet (DefersDedup)
   kStagePacked,
   kStageGradientsExchanged,
   kStageMerged,
@@ -380,7 +381,6 @@ int64_t EmbeddingCollection::StageBucketize(const EmbeddingBatch& batch) {
   CHECK_LE(batch.batch_size, max_batch_) << "batch larger than CollectionOptions.batch_size";
   CHECK_EQ(batch.features.size(), spec_.features.size());
   batch_ = batch.batch_size;
-  dedup_deferred_ = false;
   for (size_t f = 0; f < routes_.size(); ++f) {
     const FeatureBatch& fb = batch.features[f];
     CHECK(fb.offsets.dtype() == DType::kI64 && fb.offsets.numel() == batch_ + 1)
@@ -434,7 +434,7 @@ int64_t EmbeddingCollection::SortKeys(uint64_t* keys, int64_t n, int32_t* perm,
 }
 
 int64_t EmbeddingCollection::StageDedup() {
-  if (stage_ == kStagePooled && dedup_deferred_) {
+  if (stage_ == kStagePooledInPlace) {
     // The forward pooled in place (DefersDedup): dedup now, for the backward, then run the
     // exchange stages, which on one rank only set up the bookkeeping the backward reads.
     stage_ = kStageBucketized;
@@ -443,7 +443,6 @@ int64_t EmbeddingCollection::StageDedup() {
     StageExchangeIds();
     StageLookup();
     StageExchangeVectors();
-    dedup_deferred_ = false;
     stage_ = kStagePooled;
     return u;
   }
@@ -580,8 +579,8 @@ void EmbeddingCollection::StageExchangeVectors() {
 
 const EmbeddingOutputs& EmbeddingCollection::StagePool() {
   // Right after StageBucketize (DefersDedup), items read their rows in place, by key.
-  dedup_deferred_ = stage_ == kStageBucketized && DefersDedup();
-  CHECK(stage_ == kStageVectorsExchanged || dedup_deferred_)
+  const bool in_place = stage_ == kStageBucketized && DefersDedup();
+  CHECK(stage_ == kStageVectorsExchanged || in_place)
       << "StagePool runs after StageExchangeVectors"
       << (DefersDedup() ? ", or right after StageBucketize on one rank" : "");
   PoolArgs a;
@@ -593,7 +592,7 @@ const EmbeddingOutputs& EmbeddingCollection::StagePool() {
   a.item_part = Buf<int32_t>(kItemPart);
   a.item_scale = Buf<float>(kItemScale);
   a.item_out = Buf<int64_t>(kItemOut);
-  if (dedup_deferred_) {
+  if (in_place) {
     a.item_key = Buf<uint64_t>(kItemKey);
     a.slot_weights = slot_weights_.data();
     a.row_bits = plan_.row_bits;
@@ -633,7 +632,7 @@ const EmbeddingOutputs& EmbeddingCollection::StagePool() {
     outputs_.sequences.emplace_back(feature_out_[f], TensorSpec{Shape{batch_, T, D}, DType::kF32});
     outputs_.masks.emplace_back(feature_mask_[f], TensorSpec{Shape{batch_, T}, DType::kF32});
   }
-  stage_ = kStagePooled;
+  stage_ = in_place ? kStagePooledInPlace : kStagePooled;
   return outputs_;
 }
 
@@ -653,8 +652,8 @@ const EmbeddingOutputs& EmbeddingCollection::Forward(const EmbeddingBatch& batch
 // Backward stages.
 
 void EmbeddingCollection::StagePackGradients(const EmbeddingGrads& grads, float lr_scale) {
+  if (stage_ == kStagePooledInPlace) StageDedup();
   CHECK_EQ(stage_, kStagePooled) << "Backward needs a Forward first";
-  if (dedup_deferred_) StageDedup();
   lr_scale_ = lr_scale;
   if (spec_.num_pooled > 0) {
     CHECK(grads.pooled.dtype() == DType::kF32 &&

@@ -219,7 +219,6 @@ class EmbeddingCollection {
   int stage_ = 0;
   float lr_scale_ = 1.0f;
   bool fused_ = false;
-  bool dedup_deferred_ = false;  // the last StagePool read rows in place; no dedup yet
   EmbeddingOutputs outputs_;
 };
 
