@@ -783,22 +783,8 @@ int64_t EmbeddingCollection::StageMerge() {
     }
   }
   num_entries_ = e;
-  // Entries already in strictly ascending key order (one rank without DP tables: this rank's
-  // unique keys) are their own stable sort: each entry is one merged row.
-  bool ascending = true;
-  for (int64_t k = 1; k < e && ascending; ++k) ascending = ekey[k - 1] < ekey[k];
-  if (ascending) {
-    int32_t* eperm = Buf<int32_t>(kEntryPerm);
-    uint64_t* mkey = Buf<uint64_t>(kMergedKey);
-    int32_t* mbegin = Buf<int32_t>(kMergedBegin);
-    for (int64_t k = 0; k <= e; ++k) mbegin[k] = static_cast<int32_t>(k);
-    for (int64_t k = 0; k < e; ++k) eperm[k] = static_cast<int32_t>(k);
-    std::copy(ekey, ekey + e, mkey);
-    num_merged_ = e;
-  } else {
-    num_merged_ = SortKeys(ekey, num_entries_, Buf<int32_t>(kEntryPerm), Buf<uint64_t>(kMergedKey),
-                           Buf<int32_t>(kMergedBegin), nullptr);
-  }
+  num_merged_ = SortKeys(ekey, num_entries_, Buf<int32_t>(kEntryPerm), Buf<uint64_t>(kMergedKey),
+                         Buf<int32_t>(kMergedBegin), nullptr);
   // Merged row of each of this rank's own keys (for the canonical-order sweep of the fold).
   int32_t* l2m = Buf<int32_t>(kLocalToMerged);
   std::fill(l2m, l2m + num_unique_, -1);

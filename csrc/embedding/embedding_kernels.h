@@ -102,6 +102,7 @@ struct SortUniqueArgs {
 };
 
 // Stage "unique" (dedup): stable radix sort of (key, index) and run-length encoding. Returns U.
+// (CPU: strictly ascending keys are returned as they are, the identity permutation.)
 int64_t SortUnique(const ExecContext& ctx, const SortUniqueArgs& args);
 // CUB scratch bytes SortUnique needs on CUDA for n keys (0 in a CPU-only build).
 size_t SortUniqueCudaTempBytes(int64_t n);

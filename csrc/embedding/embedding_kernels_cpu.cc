@@ -388,6 +388,21 @@ int64_t SortUniqueCpu(const SortUniqueArgs& a) {
     a.unique_begin[0] = 0;
     return 0;
   }
+  // Keys already strictly ascending (the owner's merge on one rank: its own sorted unique
+  // keys) are their own stable sort, each key a run. Checked in one read that stops at the
+  // first key not above its predecessor (at once for unsorted input).
+  int64_t ascending = 1;
+  while (ascending < n && a.keys[ascending - 1] < a.keys[ascending]) ++ascending;
+  if (ascending == n) {
+    for (int64_t i = 0; i < n; ++i) {
+      a.perm[i] = static_cast<int32_t>(i);
+      a.unique_keys[i] = a.keys[i];
+      a.unique_begin[i] = static_cast<int32_t>(i);
+      if (a.inverse != nullptr) a.inverse[i] = static_cast<int32_t>(i);
+    }
+    a.unique_begin[n] = static_cast<int32_t>(n);
+    return n;
+  }
   const int index_bits = IndexBits(n);
   const int packed_passes = std::max(1, (a.bits + kDigitBits - 1) / kDigitBits);
   if (a.bits + index_bits <= 64 && packed_passes <= kMaxPackedPasses) {

@@ -290,6 +290,48 @@ TEST(SortUnique, MatchesStableSortAndRuns) {
   }
 }
 
+// Strictly ascending keys are their own sort (the identity, each key a run); keys in order but
+// with a repeat, or with one pair swapped, are sorted for real.
+TEST(SortUnique, StrictlyAscendingKeysAreTheirOwnSort) {
+  for (const int64_t n : {int64_t{1}, int64_t{2}, int64_t{1000}, int64_t{200000}}) {
+    for (const int shape : {0, 1, 2}) {  // strictly ascending, one repeat, one pair swapped
+      std::vector<uint64_t> keys(n);
+      for (int64_t i = 0; i < n; ++i) keys[i] = 3 * static_cast<uint64_t>(i) + 1;
+      if (shape == 1 && n > 1) keys[n / 2] = keys[n / 2 - 1];
+      if (shape == 2 && n > 1) std::swap(keys[n / 2], keys[n / 2 - 1]);
+      const std::vector<uint64_t> orig = keys;
+      std::vector<uint64_t> scratch(n), uk(n);
+      std::vector<int32_t> perm(n), vt(n), ub(n + 1), inv(n);
+      std::vector<int64_t> hist(omp_get_max_threads() * 2048);
+      SortUniqueArgs a;
+      a.keys = keys.data();
+      a.n = n;
+      a.bits = 20;
+      a.keys_tmp = scratch.data();
+      a.vals_tmp = vt.data();
+      a.histogram = hist.data();
+      a.histogram_threads = omp_get_max_threads();
+      a.perm = perm.data();
+      a.unique_keys = uk.data();
+      a.unique_begin = ub.data();
+      a.inverse = inv.data();
+      const int64_t u = SortUnique(ExecContext::Cpu(), a);
+      const std::string what = "n " + std::to_string(n) + " shape " + std::to_string(shape);
+      std::vector<int32_t> expect(n);
+      std::iota(expect.begin(), expect.end(), 0);
+      std::stable_sort(expect.begin(), expect.end(),
+                       [&](int32_t x, int32_t y) { return orig[x] < orig[y]; });
+      ASSERT_EQ(perm, expect) << what;
+      ASSERT_EQ(u, shape == 1 && n > 1 ? n - 1 : n) << what;
+      for (int64_t k = 0; k < u; ++k) {
+        for (int32_t j = ub[k]; j < ub[k + 1]; ++j) ASSERT_EQ(orig[perm[j]], uk[k]) << what;
+      }
+      ASSERT_EQ(ub[u], n) << what;
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(uk[inv[i]], orig[i]) << what;
+    }
+  }
+}
+
 // Above 2^21 keys the sort runs on several threads (each scattering its chunk in order).
 TEST(SortUnique, MultiThreadedIsStableToo) {
   const int64_t n = (int64_t{1} << 21) + 5;
